@@ -1,0 +1,86 @@
+//! What the controller asks a worker to run: one step, with every input pinned by digest.
+//!
+//! `StepSpec` is a wire format (worker protocol v1): the all-in-one mode passes it in memory,
+//! the networked mode (issue 4) sends it as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MirrorRef, OutputRecord, Sha256Digest};
+
+/// How a mirror blob is presented to a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BlobKind {
+    /// A single file, staged as `/in/<input>/<file_name>`.
+    File { file_name: String },
+    /// A deterministic tar archive, extracted and staged as the directory `/in/<input>/`.
+    Tree,
+}
+
+/// A mirror entry resolved to its digest when the run was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorInput {
+    pub reference: MirrorRef,
+    pub sha256: Sha256Digest,
+    #[serde(flatten)]
+    pub kind: BlobKind,
+}
+
+/// Where a staged input comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "source")]
+pub enum InputSource {
+    /// A vetted mirror entry.
+    Mirror(MirrorInput),
+    /// The published outputs of an upstream step of the same run.
+    Step {
+        step: String,
+        outputs: Vec<OutputRecord>,
+    },
+}
+
+/// One input as the step sees it: read-only at `/in/<mount_name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedInput {
+    pub mount_name: String,
+    #[serde(flatten)]
+    pub source: InputSource,
+}
+
+/// Everything a worker needs to run one step, and nothing it may choose for itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// The run this step belongs to (a UUID v7).
+    pub run_id: String,
+    pub step: String,
+    /// Run by `/bin/sh -c` inside the sandbox.
+    pub command: String,
+    /// Declared environment; the worker adds only PATH, HOME and SOURCE_DATE_EPOCH.
+    pub env: BTreeMap<String, String>,
+    /// The root filesystem: a mirror entry of kind `Tree`.
+    pub rootfs: MirrorInput,
+    pub inputs: Vec<StagedInput>,
+    /// Paths under `/out` that the step must leave behind.
+    pub outputs: Vec<String>,
+    pub timeout_secs: u64,
+    pub source_date_epoch: i64,
+}
+
+impl StepSpec {
+    /// The environment the step's process gets: exactly the declared variables plus the fixed ones.
+    pub fn effective_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.insert(
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into(),
+        );
+        env.insert("HOME".into(), "/work".into());
+        env.insert(
+            "SOURCE_DATE_EPOCH".into(),
+            self.source_date_epoch.to_string(),
+        );
+        env
+    }
+}
