@@ -1,0 +1,144 @@
+//! The validated pipeline: what the rest of kiln trusts without re-checking.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kiln_core::{MirrorRef, Sha256Digest};
+
+/// A checked pipeline. Every name is valid and unique, every reference resolves, and
+/// [`Pipeline::steps`] is in an order where each step comes after the steps it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pipeline {
+    pub(crate) name: String,
+    pub(crate) rootfs: MirrorRef,
+    pub(crate) source_date_epoch: i64,
+    pub(crate) inputs: BTreeMap<String, InputDecl>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) artifacts: Vec<Artifact>,
+}
+
+impl Pipeline {
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mirror entry every step runs in as its root filesystem.
+    pub fn rootfs(&self) -> &MirrorRef {
+        &self.rootfs
+    }
+
+    /// `SOURCE_DATE_EPOCH` for every step (seconds since 1970, never negative).
+    pub fn source_date_epoch(&self) -> i64 {
+        self.source_date_epoch
+    }
+
+    /// Declared inputs, by the name they are mounted under in `/in`.
+    pub fn inputs(&self) -> &BTreeMap<String, InputDecl> {
+        &self.inputs
+    }
+
+    /// The steps, topologically sorted; among steps ready at the same time, declaration order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The step called `name`.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The artifacts to publish, in declaration order.
+    pub fn artifacts(&self) -> &[Artifact] {
+        &self.artifacts
+    }
+}
+
+/// A declared pipeline input: a pinned mirror entry, optionally with the digest it must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputDecl {
+    /// The mirror entry.
+    pub mirror: MirrorRef,
+    /// If set, the entry's content must have this digest.
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// One step of a pipeline: a command run in a fresh sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub(crate) name: String,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) needs: Vec<String>,
+    pub(crate) run: String,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+impl Step {
+    /// The step's name; its outputs appear at `/in/<name>/` in the steps that need it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Declared pipeline inputs the step mounts at `/in/<input>`, in the order listed.
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// Steps that must succeed first, in the order listed.
+    pub fn needs(&self) -> &[String] {
+        &self.needs
+    }
+
+    /// The shell command.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Paths relative to `/out` the step must produce: no `.`, `..` or empty components.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Wall-clock limit: more than zero, at most [`MAX_TIMEOUT`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The declared environment; never sets `PATH`, `HOME` or `SOURCE_DATE_EPOCH`.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+}
+
+/// A published artifact: one output of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub(crate) name: String,
+    pub(crate) from: String,
+    pub(crate) path: String,
+}
+
+impl Artifact {
+    /// The artifact's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The step that produces it.
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+
+    /// The path, one of that step's [`Step::outputs`].
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// A step's timeout when the pipeline does not give one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// The longest timeout a step may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
