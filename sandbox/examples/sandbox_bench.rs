@@ -1,0 +1,192 @@
+//! Benchmark (not a test): runs `/bin/true` N times through `kiln_sandbox::run_report` and
+//! through `bwrap --unshare-all --die-with-parent --ro-bind ROOTFS / /bin/true`, interleaved in
+//! the same process, and prints each median and the ratio kiln/bwrap. A second bwrap anchor
+//! (`bwrap+`) adds the mounts and privilege drop a kiln sandbox has. Needs root.
+//! Use `scripts/bench-sandbox.sh`, which builds it in release mode and prepares a rootfs.
+//!
+//! usage: sandbox_bench --rootfs DIR --helper PATH [-n 200] [--warmup 20] [--bwrap bwrap]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kiln_sandbox::{HelperCommand, IdMap, Outcome, SandboxSpec};
+
+struct Args {
+    rootfs: PathBuf,
+    helper: PathBuf,
+    runs: usize,
+    warmup: usize,
+    bwrap: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        rootfs: PathBuf::new(),
+        helper: PathBuf::new(),
+        runs: 200,
+        warmup: 20,
+        bwrap: "bwrap".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--rootfs" => args.rootfs = value.into(),
+            "--helper" => args.helper = value.into(),
+            "-n" | "--runs" => args.runs = value.parse().context("-n")?,
+            "--warmup" => args.warmup = value.parse().context("--warmup")?,
+            "--bwrap" => args.bwrap = value.into(),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if args.rootfs.as_os_str().is_empty() || args.helper.as_os_str().is_empty() {
+        bail!(
+            "usage: sandbox_bench --rootfs DIR --helper PATH [-n 200] [--warmup 20] [--bwrap bwrap]"
+        );
+    }
+    args.rootfs = args.rootfs.canonicalize().context("--rootfs")?;
+    Ok(args)
+}
+
+fn spec(rootfs: PathBuf, out_dir: PathBuf) -> SandboxSpec {
+    SandboxSpec {
+        rootfs,
+        inputs: Vec::new(),
+        out_dir,
+        scratch_bytes: 64 << 20,
+        argv: vec!["/bin/true".into()],
+        env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+        ids: IdMap {
+            host_uid: 100_000,
+            host_gid: 100_000,
+            step_uid: 1000,
+            step_gid: 1000,
+        },
+        timeout: Duration::from_secs(30),
+        hostname: "kiln".into(),
+    }
+}
+
+/// One kiln run: (total, helper-reported setup, helper-reported command time).
+fn kiln_once(helper: &HelperCommand, spec: &SandboxSpec) -> anyhow::Result<[Duration; 3]> {
+    let log = File::options().write(true).open("/dev/null")?;
+    let start = Instant::now();
+    let report = kiln_sandbox::run_report(helper, spec, log)?;
+    let total = start.elapsed();
+    if report.outcome != Outcome::Exited(0) {
+        bail!("kiln: /bin/true ended with {:?}", report.outcome);
+    }
+    Ok([total, report.timing.setup, report.timing.command])
+}
+
+/// bwrap flags giving roughly what a kiln sandbox has (for a second, informative anchor).
+fn bwrap_like_kiln(out: &std::path::Path) -> Vec<String> {
+    let out = out.display().to_string();
+    let flags = "--proc /proc --dev /dev --tmpfs /tmp --tmpfs /work --chdir /work --hostname kiln \
+                 --uid 1000 --gid 1000 --cap-drop ALL --new-session --clearenv --setenv PATH /bin";
+    let mut args: Vec<String> = flags.split_whitespace().map(String::from).collect();
+    args.extend(["--bind".into(), out, "/out".into()]);
+    args
+}
+
+fn bwrap_once(args: &Args, extra: &[String]) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = Command::new(&args.bwrap)
+        .args(["--unshare-all", "--die-with-parent", "--ro-bind"])
+        .arg(&args.rootfs)
+        .arg("/")
+        .args(extra)
+        .arg("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("bwrap")?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("bwrap: /bin/true ended with {status}");
+    }
+    Ok(elapsed)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let out = tempfile::tempdir().context("out dir")?;
+    std::os::unix::fs::chown(out.path(), Some(100_000), Some(100_000))
+        .context("chown out dir (run as root)")?;
+    let spec = spec(args.rootfs.clone(), out.path().to_owned());
+    let helper = HelperCommand {
+        program: args.helper.clone(),
+        args: Vec::new(),
+    };
+    let like_kiln = bwrap_like_kiln(out.path());
+    for _ in 0..args.warmup {
+        kiln_once(&helper, &spec)?;
+        bwrap_once(&args, &[])?;
+        bwrap_once(&args, &like_kiln)?;
+    }
+    let (mut kiln, mut setup, mut command) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bwrap, mut bwrap_full) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let [total, s, c] = kiln_once(&helper, &spec)?;
+        kiln.push(total);
+        setup.push(s);
+        command.push(c);
+        bwrap.push(bwrap_once(&args, &[])?);
+        bwrap_full.push(bwrap_once(&args, &like_kiln)?);
+    }
+    let overhead: Vec<_> = kiln
+        .iter()
+        .zip(&setup)
+        .zip(&command)
+        .map(|((t, s), c)| t.saturating_sub(*s + *c))
+        .collect();
+    let (k, b) = (median(kiln), median(bwrap));
+    println!(
+        "rootfs {}  runs {} (after {} warm-up), interleaved",
+        args.rootfs.display(),
+        args.runs,
+        args.warmup
+    );
+    println!("kiln   median {:7.3} ms", ms(k));
+    println!(
+        "  helper setup (start -> execve)   {:7.3} ms",
+        ms(median(setup))
+    );
+    println!(
+        "  command (execve -> exit)         {:7.3} ms",
+        ms(median(command))
+    );
+    println!(
+        "  rest (spawn helper, IPC, reap)   {:7.3} ms",
+        ms(median(overhead))
+    );
+    let full = median(bwrap_full);
+    println!(
+        "bwrap  median {:7.3} ms   (--unshare-all --die-with-parent --ro-bind ROOTFS /)",
+        ms(b)
+    );
+    println!(
+        "bwrap+ median {:7.3} ms   (same plus /proc /dev /tmp /work /out, uid, caps, hostname)",
+        ms(full)
+    );
+    println!("ratio kiln/bwrap {:.2}", k.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "ratio kiln/bwrap+ {:.2}",
+        k.as_secs_f64() / full.as_secs_f64()
+    );
+    Ok(())
+}

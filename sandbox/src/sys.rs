@@ -1,0 +1,226 @@
+//! The only module allowed `unsafe`: thin wrappers over the syscalls that nix does not cover
+//! safely (`clone3`, `fork`, `close_range`, `capset`, interface ioctls, signal dispositions).
+//! Each wrapper is one small `unsafe` block with the reason it holds.
+#![allow(unsafe_code)]
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid};
+
+/// Result of [`clone_into_namespaces`].
+pub(crate) enum Cloned {
+    /// In the caller: the child's pid and a pidfd that becomes readable when it exits.
+    Parent { pid: Pid, pidfd: OwnedFd },
+    /// In the child, which runs on a copy of the caller's address space, like after `fork`.
+    Child,
+}
+
+/// `clone3(2)` without a new stack (fork-like) into the namespaces in `namespaces`, with
+/// `SIGCHLD` as exit signal and a pidfd for the child.
+///
+/// Must only be called while the process is single-threaded.
+pub(crate) fn clone_into_namespaces(namespaces: CloneFlags) -> Result<Cloned, Errno> {
+    /// `struct clone_args` from `<linux/sched.h>`, up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
+    #[repr(C, align(8))]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+    }
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: namespaces.bits() as u64 | libc::CLONE_PIDFD as u64,
+        pidfd: &raw mut pidfd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid, initialised `clone_args` of the size passed, and `pidfd` outlives
+    // the call. Without CLONE_VM and with no stack the child gets a copy-on-write copy of the
+    // address space and continues here, exactly like fork(2); the caller guarantees the process
+    // is single-threaded (checked in `helper::sanitise`), so no lock is held by a thread that
+    // does not exist in the child.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &raw const args, size_of::<CloneArgs>()) };
+    match Errno::result(ret)? {
+        0 => Ok(Cloned::Child),
+        pid => {
+            // SAFETY: with CLONE_PIDFD the kernel stored a fresh descriptor in `pidfd` that
+            // nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Cloned::Parent {
+                pid: Pid::from_raw(pid as libc::pid_t),
+                pidfd,
+            })
+        }
+    }
+}
+
+/// `fork(2)`. Must only be called while the process is single-threaded.
+pub(crate) fn fork() -> Result<ForkResult, Errno> {
+    // SAFETY: callers run in the sandbox's pid 1, a single-threaded process (a clone of the
+    // single-threaded helper), so the child may run arbitrary code, allocation included.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Closes every descriptor from `first` upwards.
+pub(crate) fn close_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only closes descriptors. Called first thing in the helper, before any
+    // Rust object owns a descriptor above 2, so no `OwnedFd` is left dangling.
+    let ret = unsafe { libc::close_range(first, libc::c_uint::MAX, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub(crate) fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = Errno::result(raw)?;
+    // SAFETY: `raw` is a fresh descriptor owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `ifreq` is plain old data for which all-zero bytes are a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    request.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // SAFETY: SIOCGIFFLAGS reads a NUL-terminated name from and writes the flags into `request`,
+    // a valid `ifreq` that outlives the call.
+    Errno::result(unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &raw mut request) })?;
+    // SAFETY: the kernel has just filled `ifru_flags`, the active field of the union.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags from `request`, valid for the call.
+    Errno::result(unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &raw const request) }).map(drop)
+}
+
+/// Empties the capability bounding set. Needs CAP_SETPCAP (the sandbox's pid 1 has every
+/// capability in its user namespace), so it runs before dropping to the step's uid.
+pub(crate) fn drop_bounding_set() -> Result<(), Errno> {
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer argument and touches no memory.
+        match Errno::result(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) }) {
+            Ok(_) => {}
+            Err(Errno::EINVAL) if cap > 0 => return Ok(()), // past the last capability
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Empties the effective, permitted, inheritable and ambient capability sets.
+pub(crate) fn clear_capabilities() -> Result<(), Errno> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: version 3 of capset reads one header and two `Data` structs, both valid for the call.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) })?;
+    let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
+    // SAFETY: PR_CAP_AMBIENT with CLEAR_ALL takes integer arguments and touches no memory.
+    Errno::result(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, clear, 0, 0, 0) }).map(drop)
+}
+
+/// Restores the default disposition of every signal and unblocks them all, so the step starts
+/// as if spawned by a shell: ignored signals survive `execve`, and the Rust runtime (or
+/// whatever started the worker) ignores some, e.g. SIGPIPE.
+pub(crate) fn reset_signals() -> Result<(), Errno> {
+    /// The kernel's `struct sigaction` for `rt_sigaction` (glibc's wrapper refuses the signals
+    /// it reserves for itself, which may be ignored too).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: libc::sighandler_t,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL (no handler, so no code runs in signal context) from a valid
+        // struct of the size the kernel expects for an 8-byte signal set; no old action is read.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &raw const default,
+                std::ptr::null_mut::<u8>(),
+                8,
+            )
+        };
+        Errno::result(ret)?;
+    }
+    let empty = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&empty),
+        None,
+    )
+}
+
+/// `_exit(2)`: ends the process now, without atexit handlers or flushing buffers that a forked
+/// child shares with its parent.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; skipping destructors is the point.
+    unsafe { libc::_exit(code) }
+}
+
+/// Makes a fresh recursive copy of the mount tree at the cwd (`open_tree(OPEN_TREE_CLONE)`) and
+/// attaches it on top of the cwd (`move_mount`); returns a descriptor of the copy's root.
+///
+/// The root of such a copy is not `MNT_LOCKED` even when the original was (mounts copied into
+/// a less privileged mount namespace are), and `pivot_root` refuses a locked new root. The
+/// copy's children stay locked.
+pub(crate) fn clone_cwd_tree() -> Result<OwnedFd, Errno> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: the path is a NUL-terminated literal; open_tree touches no other memory.
+    let raw = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c".".as_ptr(), flags) };
+    let raw = Errno::result(raw)? as libc::c_int;
+    // SAFETY: `raw` is a fresh descriptor owned by nothing else.
+    let tree = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tree);
+    // SAFETY: both paths are NUL-terminated literals and `fd` is open for the whole call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c".".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(ret).map(|_| tree)
+}

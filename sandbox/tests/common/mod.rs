@@ -1,0 +1,139 @@
+//! Outside half of the sandbox tests: builds a tiny busybox rootfs in a tempdir, runs steps
+//! through the real helper binary and checks that the host's mount table never changes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiln_sandbox::{HelperCommand, IdMap, InputMount, RunReport, SandboxError, SandboxSpec};
+
+/// Unprivileged host id the step's uid/gid 1000 maps to.
+pub const HOST_ID: u32 = 100_000;
+/// Size cap of /work and /tmp in these tests.
+pub const SCRATCH: u64 = 1 << 20;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub rootfs: PathBuf,
+    pub input: PathBuf,
+    pub out: PathBuf,
+}
+
+pub fn helper() -> HelperCommand {
+    HelperCommand {
+        program: env!("CARGO_BIN_EXE_kiln-sandbox-helper").into(),
+        args: Vec::new(),
+    }
+}
+
+fn mkdir(path: &Path) {
+    fs::create_dir(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A rootfs with `/bin/busybox`, a symlink per applet and the directories the sandbox needs.
+pub fn busybox_rootfs(rootfs: &Path) {
+    mkdir(rootfs);
+    for dir in ["bin", "in", "out", "proc", "dev", "tmp", "work"] {
+        mkdir(&rootfs.join(dir));
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" && !applet.contains('/') {
+            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the sandbox tests need root (user, mount and pid namespaces, id maps)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        busybox_rootfs(&rootfs);
+        let input = dir.path().join("src");
+        mkdir(&input);
+        fs::write(input.join("hello.txt"), "hello from the host\n").unwrap();
+        let out = dir.path().join("out");
+        mkdir(&out);
+        std::os::unix::fs::chown(&out, Some(HOST_ID), Some(HOST_ID)).unwrap();
+        Fixture {
+            dir,
+            rootfs,
+            input,
+            out,
+        }
+    }
+
+    /// A spec running `script` with `/bin/sh -c`, one input named `src`, 10 s timeout.
+    pub fn spec(&self, script: &str) -> SandboxSpec {
+        SandboxSpec {
+            rootfs: self.rootfs.clone(),
+            inputs: vec![InputMount {
+                source: self.input.clone(),
+                name: "src".into(),
+            }],
+            out_dir: self.out.clone(),
+            scratch_bytes: SCRATCH,
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+            ids: IdMap {
+                host_uid: HOST_ID,
+                host_gid: HOST_ID,
+                step_uid: 1000,
+                step_gid: 1000,
+            },
+            timeout: Duration::from_secs(10),
+            hostname: "kiln-test".into(),
+        }
+    }
+
+    /// Runs `spec`; returns the report and the log. Asserts the host's mounts did not change.
+    pub fn run(&self, spec: &SandboxSpec) -> Result<(RunReport, String), SandboxError> {
+        let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let log_path = self.dir.path().join("step.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let report = kiln_sandbox::run_report(&helper(), spec, log);
+        let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert_eq!(before, after, "the sandbox left mounts behind on the host");
+        let log = fs::read_to_string(&log_path).unwrap();
+        report.map(|report| (report, log))
+    }
+
+    /// Runs `script`, expects it to exit 0, returns its log.
+    pub fn run_ok(&self, script: &str) -> String {
+        let (report, log) = self.run(&self.spec(script)).unwrap();
+        assert_eq!(
+            report.outcome,
+            kiln_sandbox::Outcome::Exited(0),
+            "log:\n{log}"
+        );
+        log
+    }
+}
+
+/// Host pids whose command line contains `needle` (NUL-separated argv, e.g. `sleep\0123`).
+pub fn processes_with_cmdline(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
