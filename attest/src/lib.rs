@@ -1,0 +1,35 @@
+//! kiln's evidence: signing keys, DSSE envelopes, in-toto statements and SLSA provenance.
+//!
+//! The daemon uses this crate to sign what a run produced; `kiln verify` uses it to check an
+//! artifact against its `ARTIFACT.intoto.jsonl` without linking the controller.
+//!
+//! - [`keys`]: ECDSA P-256 key files (`kiln.key`, `kiln.pub`) and key ids.
+//! - [`dsse`]: the DSSE v1 envelope, PAE, signing and signature checking.
+//! - [`intoto`], [`slsa`]: wire types of the in-toto Statement v1 and SLSA Provenance v1.
+//! - [`provenance`]: builds the statement for one artifact from step records
+//!   (build type `https://kiln.dev/buildtypes/pipeline/v1`, see docs/build-type.md).
+//! - [`attestation`]: the `.intoto.jsonl` file and [`verify_provenance`].
+//!
+//! Invariant: no cryptography is implemented here. Key generation, signing and signature
+//! verification all go through the `sigstore` crate; this crate only encodes what is signed.
+//! It performs no network I/O, and touches the filesystem only to read and write key files.
+#![forbid(unsafe_code)]
+
+pub mod attestation;
+pub mod dsse;
+pub mod intoto;
+pub mod keys;
+pub mod provenance;
+pub mod slsa;
+
+pub use attestation::{
+    ArtifactRef, SignError, VerifiedProvenance, VerifyError, provenance_file_name, sign_statement,
+    to_jsonl, verify_provenance,
+};
+pub use dsse::{DsseError, Envelope, EnvelopeSignature};
+pub use intoto::{DigestSet, ResourceDescriptor, Statement};
+pub use keys::{KeyAlgorithm, KeyError, KeyFiles, KeyId, KeyPair, KeyParseError, PublicKey};
+pub use provenance::{
+    Artifact, BuilderInfo, PipelineParameter, ProvenanceError, ProvenanceRequest, build_statement,
+};
+pub use slsa::Provenance;
