@@ -1,0 +1,142 @@
+//! Accepting a run: resolve every mirror reference of a validated pipeline to a digest and
+//! record the run, or refuse it and record nothing.
+
+use std::collections::BTreeMap;
+
+use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest};
+use kiln_pipelines::Pipeline;
+use time::OffsetDateTime;
+
+use crate::state::{MirrorEntry, NewRun, State, StateError};
+
+/// Why a pipeline's run was refused at acceptance.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(
+        "{role} {reference} is not in the mirror (add it with `kiln mirror add` or `kiln mirror import-rootfs`)"
+    )]
+    UnknownEntry { role: String, reference: MirrorRef },
+    #[error(
+        "rootfs {reference} is a single file; a rootfs must be a tree (use `kiln mirror import-rootfs`)"
+    )]
+    RootfsNotTree { reference: MirrorRef },
+    #[error(
+        "input {input}: {reference} has sha256 {actual} in the mirror, but the pipeline asserts {asserted}"
+    )]
+    DigestMismatch {
+        input: String,
+        reference: MirrorRef,
+        actual: Sha256Digest,
+        asserted: Sha256Digest,
+    },
+    #[error("{role} {reference}: blob {sha256} is catalogued but missing from the store")]
+    MissingBlob {
+        role: String,
+        reference: MirrorRef,
+        sha256: Sha256Digest,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The submitted pipeline file, as provenance names it.
+#[derive(Clone, Debug)]
+pub struct PipelineSource {
+    /// The file name the user gave.
+    pub file: String,
+    pub sha256: Sha256Digest,
+}
+
+/// A run that has been accepted: its id and every mirror reference pinned to a digest.
+#[derive(Clone, Debug)]
+pub struct AcceptedRun {
+    /// A UUID v7: sorts by start time.
+    pub id: String,
+    pub pipeline: Pipeline,
+    pub source: PipelineSource,
+    pub rootfs: MirrorInput,
+    pub inputs: BTreeMap<String, MirrorInput>,
+    pub started_at: OffsetDateTime,
+}
+
+fn to_input(entry: MirrorEntry) -> MirrorInput {
+    MirrorInput {
+        reference: entry.reference,
+        sha256: entry.sha256,
+        kind: entry.kind,
+    }
+}
+
+async fn resolve(
+    state: &State,
+    contains: &dyn Fn(&Sha256Digest) -> bool,
+    role: &str,
+    reference: &MirrorRef,
+) -> Result<MirrorInput, AcceptError> {
+    let entry = state
+        .mirror_entry(reference)
+        .await?
+        .ok_or_else(|| AcceptError::UnknownEntry {
+            role: role.to_owned(),
+            reference: reference.clone(),
+        })?;
+    if !contains(&entry.sha256) {
+        return Err(AcceptError::MissingBlob {
+            role: role.to_owned(),
+            reference: reference.clone(),
+            sha256: entry.sha256,
+        });
+    }
+    Ok(to_input(entry))
+}
+
+/// Resolves and records a run. On any error nothing has been written.
+pub async fn accept(
+    state: &State,
+    contains: &dyn Fn(&Sha256Digest) -> bool,
+    pipeline: Pipeline,
+    source: PipelineSource,
+) -> Result<AcceptedRun, AcceptError> {
+    let rootfs = resolve(state, contains, "rootfs", pipeline.rootfs()).await?;
+    if rootfs.kind != BlobKind::Tree {
+        return Err(AcceptError::RootfsNotTree {
+            reference: rootfs.reference,
+        });
+    }
+    let mut inputs = BTreeMap::new();
+    for (name, decl) in pipeline.inputs() {
+        let input = resolve(state, contains, &format!("input {name}"), &decl.mirror).await?;
+        if let Some(asserted) = decl.sha256
+            && asserted != input.sha256
+        {
+            return Err(AcceptError::DigestMismatch {
+                input: name.clone(),
+                reference: input.reference,
+                actual: input.sha256,
+                asserted,
+            });
+        }
+        inputs.insert(name.clone(), input);
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let started_at = OffsetDateTime::now_utc();
+    let steps = pipeline.steps().iter().map(|s| s.name()).collect();
+    state
+        .create_run(&NewRun {
+            id: &id,
+            pipeline_name: pipeline.name(),
+            pipeline_file: &source.file,
+            pipeline_sha256: &source.sha256,
+            started_at,
+            steps,
+        })
+        .await?;
+    Ok(AcceptedRun {
+        id,
+        pipeline,
+        source,
+        rootfs,
+        inputs,
+        started_at,
+    })
+}

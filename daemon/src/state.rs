@@ -1,0 +1,429 @@
+//! The controller's durable state: mirror catalogue, runs, steps, step records, artifacts.
+//!
+//! SQLite through sqlx (a file under the data dir, WAL, schema from `migrations/`). Every
+//! multi-row change is one transaction, so a crash or a refused input never leaves half a run.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use kiln_core::{BlobKind, MirrorRef, Sha256Digest, StepRecord};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open state database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate state database schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("state database: {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "mirror entry {reference} already exists with sha256 {existing}; entries are immutable (publish a new version instead of {new})"
+    )]
+    Immutable {
+        reference: MirrorRef,
+        existing: Sha256Digest,
+        new: Sha256Digest,
+    },
+    #[error("state database holds an unreadable {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
+    move |source| StateError::Query { what, source }
+}
+
+/// A catalogued mirror entry: an immutable NAME@VERSION → digest binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorEntry {
+    pub reference: MirrorRef,
+    pub sha256: Sha256Digest,
+    pub kind: BlobKind,
+    pub size: u64,
+    pub added_at: OffsetDateTime,
+}
+
+/// Whether [`State::add_mirror_entry`] inserted a row or found the identical one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added,
+    AlreadyPresent,
+}
+
+/// A run being accepted: the run row and its steps, written in one transaction.
+#[derive(Clone, Debug)]
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub pipeline_name: &'a str,
+    pub pipeline_file: &'a str,
+    pub pipeline_sha256: &'a Sha256Digest,
+    pub started_at: OffsetDateTime,
+    pub steps: Vec<&'a str>,
+}
+
+/// A step's scheduling state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StepState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// A run summary as stored.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    pub id: String,
+    pub pipeline_name: String,
+    pub state: String,
+}
+
+/// A signed artifact of a finished run.
+#[derive(Clone, Debug)]
+pub struct ArtifactRow<'a> {
+    pub run_id: &'a str,
+    pub name: &'a str,
+    pub step: &'a str,
+    pub path: &'a str,
+    pub sha256: &'a Sha256Digest,
+    pub provenance_sha256: &'a Sha256Digest,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .expect("an OffsetDateTime always formats as RFC 3339")
+}
+
+fn kind_columns(kind: &BlobKind) -> (&'static str, Option<&str>) {
+    match kind {
+        BlobKind::File { file_name } => ("file", Some(file_name.as_str())),
+        BlobKind::Tree => ("tree", None),
+    }
+}
+
+/// The controller's database handle.
+#[derive(Clone, Debug)]
+pub struct State {
+    pool: SqlitePool,
+}
+
+impl State {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StateError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StateError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(StateError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Catalogues `reference` → `sha256`. Adding the identical binding again is a no-op;
+    /// binding an existing NAME@VERSION to another digest is refused.
+    pub async fn add_mirror_entry(&self, entry: &MirrorEntry) -> Result<AddOutcome, StateError> {
+        if let Some(existing) = self.mirror_entry(&entry.reference).await? {
+            if existing.sha256 == entry.sha256 && existing.kind == entry.kind {
+                return Ok(AddOutcome::AlreadyPresent);
+            }
+            return Err(StateError::Immutable {
+                reference: entry.reference.clone(),
+                existing: existing.sha256,
+                new: entry.sha256,
+            });
+        }
+        let (kind, file_name) = kind_columns(&entry.kind);
+        sqlx::query(
+            "INSERT INTO mirror_entries (name, version, sha256, kind, file_name, size, added_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.reference.name())
+        .bind(entry.reference.version())
+        .bind(entry.sha256.to_string())
+        .bind(kind)
+        .bind(file_name)
+        .bind(i64::try_from(entry.size).unwrap_or(i64::MAX))
+        .bind(rfc3339(entry.added_at))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("insert mirror entry"))?;
+        Ok(AddOutcome::Added)
+    }
+
+    /// Looks up one NAME@VERSION.
+    pub async fn mirror_entry(
+        &self,
+        reference: &MirrorRef,
+    ) -> Result<Option<MirrorEntry>, StateError> {
+        let row = sqlx::query(
+            "SELECT name, version, sha256, kind, file_name, size, added_at
+             FROM mirror_entries WHERE name = ? AND version = ?",
+        )
+        .bind(reference.name())
+        .bind(reference.version())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up mirror entry"))?;
+        row.map(|r| entry_from_row(&r)).transpose()
+    }
+
+    /// Every catalogued entry, by name then version.
+    pub async fn mirror_entries(&self) -> Result<Vec<MirrorEntry>, StateError> {
+        let rows = sqlx::query(
+            "SELECT name, version, sha256, kind, file_name, size, added_at
+             FROM mirror_entries ORDER BY name, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list mirror entries"))?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Records an accepted run and its pending steps, atomically.
+    pub async fn create_run(&self, run: &NewRun<'_>) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        sqlx::query(
+            "INSERT INTO runs (id, pipeline_name, pipeline_file, pipeline_sha256, state, started_at)
+             VALUES (?, ?, ?, ?, 'running', ?)",
+        )
+        .bind(run.id)
+        .bind(run.pipeline_name)
+        .bind(run.pipeline_file)
+        .bind(run.pipeline_sha256.to_string())
+        .bind(rfc3339(run.started_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("insert run"))?;
+        for (position, step) in run.steps.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO steps (run_id, name, position, state) VALUES (?, ?, ?, 'pending')",
+            )
+            .bind(run.id)
+            .bind(step)
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("insert step"))?;
+        }
+        tx.commit().await.map_err(query_err("commit run"))
+    }
+
+    /// Moves a step to `state`.
+    pub async fn set_step_state(
+        &self,
+        run_id: &str,
+        step: &str,
+        state: StepState,
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE steps SET state = ? WHERE run_id = ? AND name = ?")
+            .bind(state.as_str())
+            .bind(run_id)
+            .bind(step)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("update step state"))?;
+        Ok(())
+    }
+
+    /// Stores a step's record and its final state in one transaction.
+    pub async fn record_step(&self, record: &StepRecord) -> Result<(), StateError> {
+        let json = serde_json::to_string(record).expect("a StepRecord always serialises");
+        let exit = serde_json::to_value(&record.exit).expect("an ExitRecord always serialises");
+        let state = if record.exit.success() {
+            StepState::Succeeded
+        } else {
+            StepState::Failed
+        };
+        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        sqlx::query(
+            "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.run_id)
+        .bind(&record.step)
+        .bind(exit["status"].as_str().unwrap_or("unknown"))
+        .bind(record.rootfs.sha256.to_string())
+        .bind(record.log.sha256.to_string())
+        .bind(rfc3339(record.started_on))
+        .bind(rfc3339(record.finished_on))
+        .bind(json)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("insert step record"))?;
+        sqlx::query("UPDATE steps SET state = ? WHERE run_id = ? AND name = ?")
+            .bind(state.as_str())
+            .bind(&record.run_id)
+            .bind(&record.step)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("update step state"))?;
+        tx.commit().await.map_err(query_err("commit step record"))
+    }
+
+    /// The step records of a run, in step order.
+    pub async fn step_records(&self, run_id: &str) -> Result<Vec<StepRecord>, StateError> {
+        let rows = sqlx::query(
+            "SELECT r.record_json FROM step_records r JOIN steps s ON s.run_id = r.run_id AND s.name = r.step
+             WHERE r.run_id = ? ORDER BY s.position",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list step records"))?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.get(0);
+                serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                    what: "step record",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records a signed artifact.
+    pub async fn add_artifact(&self, artifact: &ArtifactRow<'_>) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO artifacts (run_id, name, step, path, sha256, provenance_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(artifact.run_id)
+        .bind(artifact.name)
+        .bind(artifact.step)
+        .bind(artifact.path)
+        .bind(artifact.sha256.to_string())
+        .bind(artifact.provenance_sha256.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("insert artifact"))?;
+        Ok(())
+    }
+
+    /// Marks a run finished.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        succeeded: bool,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE runs SET state = ?, finished_at = ? WHERE id = ?")
+            .bind(if succeeded { "succeeded" } else { "failed" })
+            .bind(rfc3339(at))
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("finish run"))?;
+        Ok(())
+    }
+
+    /// Every run, newest first.
+    pub async fn runs(&self) -> Result<Vec<RunRow>, StateError> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline_name, state FROM runs ORDER BY started_at DESC, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list runs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| RunRow {
+                id: r.get(0),
+                pipeline_name: r.get(1),
+                state: r.get(2),
+            })
+            .collect())
+    }
+
+    /// How many rows each table holds: lets tests prove a refused input wrote nothing.
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StateError> {
+        const TABLES: [(&str, &str); 5] = [
+            ("mirror_entries", "SELECT count(*) FROM mirror_entries"),
+            ("runs", "SELECT count(*) FROM runs"),
+            ("steps", "SELECT count(*) FROM steps"),
+            ("step_records", "SELECT count(*) FROM step_records"),
+            ("artifacts", "SELECT count(*) FROM artifacts"),
+        ];
+        let mut counts = Vec::new();
+        for (table, sql) in TABLES {
+            let n: i64 = sqlx::query_scalar(sql)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("count rows"))?;
+            counts.push((table, n));
+        }
+        Ok(counts)
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn corrupt(what: &'static str) -> impl Fn(String) -> StateError {
+    move |detail| StateError::Corrupt { what, detail }
+}
+
+fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<MirrorEntry, StateError> {
+    let bad = corrupt("mirror entry");
+    let reference = MirrorRef::from_str(&format!(
+        "{}@{}",
+        r.get::<String, _>(0),
+        r.get::<String, _>(1)
+    ))
+    .map_err(|e| bad(e.to_string()))?;
+    let sha256 = Sha256Digest::from_str(&r.get::<String, _>(2)).map_err(|e| bad(e.to_string()))?;
+    let kind = match (
+        r.get::<String, _>(3).as_str(),
+        r.get::<Option<String>, _>(4),
+    ) {
+        ("file", Some(file_name)) => BlobKind::File { file_name },
+        ("tree", None) => BlobKind::Tree,
+        (k, _) => return Err(bad(format!("unknown kind {k:?}"))),
+    };
+    let added_at =
+        OffsetDateTime::parse(&r.get::<String, _>(6), &Rfc3339).map_err(|e| bad(e.to_string()))?;
+    Ok(MirrorEntry {
+        reference,
+        sha256,
+        kind,
+        size: r.get::<i64, _>(5).max(0) as u64,
+        added_at,
+    })
+}
