@@ -1,0 +1,98 @@
+//! `kiln`: the command-line front of kiln's library crates. Each subcommand is thin: it parses
+//! flags, calls a library, and prints.
+#![forbid(unsafe_code)]
+
+mod cmd_keys;
+mod cmd_mirror;
+mod cmd_run;
+mod cmd_verify;
+mod data_dir;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kiln: hermetic builds from vetted inputs, with signed provenance.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+struct Cli {
+    /// Where kiln keeps its state, store and key [default: $XDG_DATA_HOME/kiln or ~/.local/share/kiln].
+    #[arg(long, global = true, env = "KILN_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `kiln_worker=debug`.
+    #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline: controller and one local worker in one process tree.
+    Run(cmd_run::RunArgs),
+    /// Check a pipeline file without running it.
+    Check(cmd_run::CheckArgs),
+    /// Manage the vetted mirror: the only source of a step's inputs.
+    #[command(subcommand)]
+    Mirror(cmd_mirror::MirrorCommand),
+    /// Manage provenance signing keys.
+    #[command(subcommand)]
+    Keys(cmd_keys::KeysCommand),
+    /// Verify an artifact against its signed provenance.
+    Verify(cmd_verify::VerifyArgs),
+    /// Internal: the sandbox helper process the worker starts for each step.
+    #[command(hide = true)]
+    SandboxHelper,
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::SandboxHelper = cli.command {
+        // Before anything else: the helper must stay single-threaded.
+        kiln_sandbox::helper_main();
+    }
+    init_tracing(&cli.log);
+    let data_dir = data_dir::resolve(cli.data_dir);
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(&data_dir, args),
+        Command::Check(args) => cmd_run::check(args),
+        Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cmd),
+        Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
+        Command::Verify(args) => cmd_verify::run(args),
+        Command::SandboxHelper => unreachable!("handled above"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kiln: error: {}", one_line(&err));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A tokio runtime for the async library calls.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

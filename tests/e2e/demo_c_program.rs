@@ -1,0 +1,80 @@
+//! The demo, as a test: compile a real C program with gcc in a toolchain rootfs made from
+//! Debian packages, verify its provenance, and run the binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Env, text};
+
+/// The toolchain rootfs: `KILN_TEST_ROOTFS` (the test command builds it once), else built here.
+fn toolchain_rootfs() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_TEST_ROOTFS") {
+        return PathBuf::from(dir);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-rootfs");
+    if !dir.join("etc/kiln-rootfs-packages").exists() {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-toolchain-rootfs.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg("--force")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build the toolchain rootfs");
+    }
+    dir
+}
+
+#[test]
+fn hello_compiles_hermetically_and_its_provenance_verifies() {
+    let env = Env::new();
+    let rootfs = toolchain_rootfs();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    env.kiln_ok(&[
+        "mirror",
+        "import-rootfs",
+        rootfs.to_str().unwrap(),
+        "--name",
+        "gcc-toolchain@12",
+    ]);
+    let src = repo.join("pipelines/examples/hello-src/hello.c");
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        src.to_str().unwrap(),
+        "--name",
+        "hello-src@1.0",
+    ]);
+    let pipeline = repo.join("pipelines/examples/hello.yaml");
+    let out = env.run(&pipeline);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let public = env.kiln_ok(&["keys", "public"]);
+    let key = env.write("kiln.pub", &String::from_utf8(public.stdout).unwrap());
+    let artifact = env.path("out/hello");
+    let provenance = env.path("out/hello.intoto.jsonl");
+    let verified = env.kiln_ok(&[
+        "verify",
+        artifact.to_str().unwrap(),
+        "--provenance",
+        provenance.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&verified).contains("gcc-toolchain@12"),
+        "{}",
+        text(&verified)
+    );
+
+    let ran = Command::new(&artifact).output().unwrap();
+    assert!(ran.status.success());
+    assert!(
+        String::from_utf8_lossy(&ran.stdout).contains("hello"),
+        "{}",
+        text(&ran)
+    );
+}

@@ -1,0 +1,153 @@
+//! `kiln run` signs provenance for its artifacts; `kiln verify` accepts it and rejects every
+//! tampering; an independent DSSE implementation (Python securesystemslib) accepts it too.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use common::{Env, text};
+
+const PIPELINE: &str = "version: 1
+name: greet
+rootfs: busybox@1
+inputs:
+  words: { mirror: words@1 }
+steps:
+  - name: make
+    inputs: [words]
+    run: cat /in/words/words.txt > /out/greeting && mkdir -p /out/sub && echo x > /out/sub/x
+    outputs: [greeting, sub]
+  - name: wrap
+    needs: [make]
+    run: 'echo \"[$(cat /in/make/greeting)]\" > /out/wrapped'
+    outputs: [wrapped]
+artifacts:
+  - { name: wrapped, from: wrap, path: wrapped }
+";
+
+struct Built {
+    env: Env,
+    artifact: PathBuf,
+    provenance: PathBuf,
+    public_key: PathBuf,
+}
+
+fn build() -> Built {
+    let env = Env::new();
+    env.import_busybox();
+    let words = env.write("words/words.txt", "hello kiln\n");
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        words.to_str().unwrap(),
+        "--name",
+        "words@1",
+    ]);
+    let pipeline = env.write("greet.yaml", PIPELINE);
+    let out = env.run(&pipeline);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = env.kiln_ok(&["keys", "public"]);
+    let public_key = env.write("kiln.pub", &String::from_utf8(public.stdout).unwrap());
+    Built {
+        artifact: env.path("out/wrapped"),
+        provenance: env.path("out/wrapped.intoto.jsonl"),
+        public_key,
+        env,
+    }
+}
+
+impl Built {
+    fn verify(&self, artifact: &Path, provenance: &Path, key: &Path) -> std::process::Output {
+        self.env.kiln(&[
+            "verify",
+            artifact.to_str().unwrap(),
+            "--provenance",
+            provenance.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    }
+}
+
+#[test]
+fn provenance_verifies_and_names_every_dependency() {
+    let b = build();
+    assert_eq!(fs::read_to_string(&b.artifact).unwrap(), "[hello kiln]\n");
+    let out = b.verify(&b.artifact, &b.provenance, &b.public_key);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    for expected in ["busybox@1", "words@1", "make/greeting", "make/sub/x"] {
+        assert!(
+            all.contains(expected),
+            "verify output lacks {expected}:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn verify_rejects_a_flipped_byte_in_the_artifact() {
+    let b = build();
+    let mut bytes = fs::read(&b.artifact).unwrap();
+    bytes[0] ^= 1;
+    let tampered = b.env.path("tampered");
+    fs::write(&tampered, bytes).unwrap();
+    let out = b.verify(&tampered, &b.provenance, &b.public_key);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not a subject"), "{}", text(&out));
+}
+
+#[test]
+fn verify_rejects_an_edited_payload() {
+    let b = build();
+    let line = fs::read_to_string(&b.provenance).unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    let edited = String::from_utf8(payload)
+        .unwrap()
+        .replace("words@1", "words@2");
+    envelope["payload"] = b64.encode(edited).into();
+    let edited_path = b.env.write("edited.intoto.jsonl", &format!("{envelope}\n"));
+    let out = b.verify(&b.artifact, &edited_path, &b.public_key);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("signature"), "{}", text(&out));
+}
+
+#[test]
+fn verify_rejects_a_different_public_key() {
+    let b = build();
+    let other = b.env.path("other-keys");
+    b.env
+        .kiln_ok(&["keys", "generate", "--out", other.to_str().unwrap()]);
+    let out = b.verify(&b.artifact, &b.provenance, &other.join("kiln.pub"));
+    assert!(!out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn provenance_verifies_with_securesystemslib() {
+    let b = build();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../attest/tests/interop/securesystemslib_dsse.py"
+    );
+    let digest = common::sha256_file(&b.artifact);
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["verify", "--pub", b.public_key.to_str().unwrap()])
+        .args([
+            "--jsonl",
+            b.provenance.to_str().unwrap(),
+            "--artifact-sha256",
+            &digest,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "securesystemslib did not verify kiln's provenance (install it with the README's test command):\n{}",
+        text(&out)
+    );
+}
