@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check kiln has: formatting, lints, its own supply chain against the RustSec
+# snapshot, and the whole test suite (unit, integration, sandbox, end-to-end, interop).
+# Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+# The independent DSSE verifier the interop tests call.
+python3 -m pip install --quiet --disable-pip-version-check -r attest/tests/interop/requirements.txt
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== supply chain"
+bash scripts/audit.sh
+
+echo "== the toolchain rootfs the end-to-end tests build C programs in"
+export KILN_TEST_ROOTFS=$PWD/target/test-rootfs
+[ -e "$KILN_TEST_ROOTFS/etc/kiln-rootfs-packages" ] || bash scripts/make-toolchain-rootfs.sh --force "$KILN_TEST_ROOTFS"
+
+echo "== tests"
+cargo nextest run --locked --workspace --no-fail-fast
+cargo test --locked --workspace --doc
