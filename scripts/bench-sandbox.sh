@@ -17,7 +17,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-cargo build --release -p kiln-sandbox --bin kiln-sandbox-helper --example sandbox_bench
+# The helper is the real `kiln` binary (`kiln sandbox-helper`), as every step uses it.
+cargo build --release --locked --bin kiln -p kiln-cli
+cargo build --release --locked -p kiln-sandbox --example sandbox_bench
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 scratch=$(mktemp -d)
@@ -32,4 +34,4 @@ if [[ -z "$rootfs" ]]; then
 fi
 
 "$target/release/examples/sandbox_bench" --rootfs "$rootfs" \
-  --helper "$target/release/kiln-sandbox-helper" ${pass[@]+"${pass[@]}"}
+  --helper "$target/release/kiln" --helper-arg sandbox-helper ${pass[@]+"${pass[@]}"}

@@ -4,7 +4,7 @@
 //! (`bwrap+`) adds the mounts and privilege drop a kiln sandbox has. Needs root.
 //! Use `scripts/bench-sandbox.sh`, which builds it in release mode and prepares a rootfs.
 //!
-//! usage: sandbox_bench --rootfs DIR --helper PATH [-n 200] [--warmup 20] [--bwrap bwrap]
+//! usage: sandbox_bench --rootfs DIR --helper PATH [--helper-arg ARG]... [-n 200] [--warmup 20] [--bwrap bwrap]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,6 +18,7 @@ use kiln_sandbox::{HelperCommand, IdMap, Outcome, SandboxSpec};
 struct Args {
     rootfs: PathBuf,
     helper: PathBuf,
+    helper_args: Vec<String>,
     runs: usize,
     warmup: usize,
     bwrap: PathBuf,
@@ -27,6 +28,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         rootfs: PathBuf::new(),
         helper: PathBuf::new(),
+        helper_args: Vec::new(),
         runs: 200,
         warmup: 20,
         bwrap: "bwrap".into(),
@@ -37,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--rootfs" => args.rootfs = value.into(),
             "--helper" => args.helper = value.into(),
+            "--helper-arg" => args.helper_args.push(value),
             "-n" | "--runs" => args.runs = value.parse().context("-n")?,
             "--warmup" => args.warmup = value.parse().context("--warmup")?,
             "--bwrap" => args.bwrap = value.into(),
@@ -45,7 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if args.rootfs.as_os_str().is_empty() || args.helper.as_os_str().is_empty() {
         bail!(
-            "usage: sandbox_bench --rootfs DIR --helper PATH [-n 200] [--warmup 20] [--bwrap bwrap]"
+            "usage: sandbox_bench --rootfs DIR --helper PATH [--helper-arg ARG]... [-n 200] [--warmup 20] [--bwrap bwrap]"
         );
     }
     args.rootfs = args.rootfs.canonicalize().context("--rootfs")?;
@@ -130,7 +133,7 @@ fn main() -> anyhow::Result<()> {
     let spec = spec(args.rootfs.clone(), out.path().to_owned());
     let helper = HelperCommand {
         program: args.helper.clone(),
-        args: Vec::new(),
+        args: args.helper_args.clone(),
     };
     let like_kiln = bwrap_like_kiln(out.path());
     for _ in 0..args.warmup {
@@ -155,6 +158,11 @@ fn main() -> anyhow::Result<()> {
         .map(|((t, s), c)| t.saturating_sub(*s + *c))
         .collect();
     let (k, b) = (median(kiln), median(bwrap));
+    println!(
+        "helper {} {}",
+        args.helper.display(),
+        args.helper_args.join(" ")
+    );
     println!(
         "rootfs {}  runs {} (after {} warm-up), interleaved",
         args.rootfs.display(),
