@@ -71,6 +71,7 @@ fn spec(rootfs: PathBuf, out_dir: PathBuf) -> SandboxSpec {
         },
         timeout: Duration::from_secs(30),
         hostname: "kiln".into(),
+        limits: kiln_sandbox::Limits::default(),
     }
 }
 

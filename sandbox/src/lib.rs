@@ -60,4 +60,4 @@ pub use error::{SandboxError, SetupError};
 pub use helper::helper_main;
 pub use mounts::{Description, describe};
 pub use run::{HelperCommand, Outcome, RunReport, Timing, run, run_report};
-pub use spec::{IdMap, InputMount, SandboxSpec, SpecError};
+pub use spec::{IdMap, InputMount, Limits, SandboxSpec, SpecError};

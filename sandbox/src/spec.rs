@@ -39,6 +39,37 @@ pub struct SandboxSpec {
     pub timeout: Duration,
     /// Hostname inside the sandbox's uts namespace.
     pub hostname: String,
+    /// Resource limits of the whole step (every process it starts).
+    pub limits: Limits,
+}
+
+/// Resource limits of one step. cgroup limits (memory, pids, cpu) cover every process of the
+/// step together; rlimits apply per process.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Memory (RSS + page cache + tmpfs pages charged to the step), in bytes.
+    pub memory_bytes: u64,
+    /// Most processes and threads alive at once.
+    pub pids: u64,
+    /// CPU bandwidth in thousandths of a CPU (1500 = one and a half CPUs).
+    pub millicpus: u64,
+    /// `RLIMIT_NOFILE` of every process.
+    pub open_files: u64,
+}
+
+impl Eq for Limits {}
+
+impl Default for Limits {
+    /// The defaults a worker uses when neither its config nor the pipeline says otherwise.
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            pids: 1024,
+            millicpus: 2000,
+            open_files: 4096,
+        }
+    }
 }
 
 /// A host directory made visible read-only at `/in/<name>`.
@@ -189,6 +220,7 @@ pub(crate) mod tests {
             },
             timeout: Duration::from_secs(10),
             hostname: "kiln".into(),
+            limits: Limits::default(),
         }
     }
 

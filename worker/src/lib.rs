@@ -164,6 +164,7 @@ impl Inner {
             },
             timeout: Duration::from_secs(spec.timeout_secs),
             hostname: "kiln".into(),
+            limits: kiln_sandbox::Limits::default(),
         };
         let description = kiln_sandbox::describe(&sandbox_spec);
         let mut record = self.sandbox_record(spec, description.mounts);

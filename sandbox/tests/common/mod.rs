@@ -95,6 +95,7 @@ impl Fixture {
             },
             timeout: Duration::from_secs(10),
             hostname: "kiln-test".into(),
+            limits: kiln_sandbox::Limits::default(),
         }
     }
 
