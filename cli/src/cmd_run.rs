@@ -16,10 +16,10 @@ use kiln_daemon::publish::PublishedArtifact;
 use kiln_daemon::{BoxFuture, Controller, PipelineSource, RunEvent, StepExecutor};
 use kiln_pipelines::Pipeline;
 use kiln_sandbox::HelperCommand;
-use kiln_worker::{Worker, WorkerConfig};
+use kiln_worker::{IdRange, Worker, WorkerConfig};
 
-/// The host uid (and gid) that a step's uid 1000 maps to: unprivileged, owns nothing on the host.
-const STEP_HOST_ID: u32 = 1_000_000;
+/// Most bytes a step may leave in /out.
+const MAX_OUTPUT_BYTES: u64 = 4 << 30;
 /// Size cap of a step's /work and /tmp.
 const SCRATCH_BYTES: u64 = 1 << 30;
 
@@ -100,8 +100,10 @@ fn local_worker(controller: &Controller, data_dir: &Path) -> anyhow::Result<Work
             program: exe,
             args: vec!["sandbox-helper".into()],
         },
-        host_id: STEP_HOST_ID,
+        host_ids: IdRange::default(),
         scratch_bytes: SCRATCH_BYTES,
+        default_limits: kiln_sandbox::Limits::default(),
+        max_output_bytes: MAX_OUTPUT_BYTES,
     };
     Ok(Worker::new(config, store))
 }

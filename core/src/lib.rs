@@ -13,5 +13,5 @@ pub mod spec;
 
 pub use digest::{DigestError, Sha256Digest};
 pub use mirror_ref::{MirrorRef, MirrorRefError};
-pub use record::{ExitRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord};
-pub use spec::{BlobKind, InputSource, MirrorInput, StagedInput, StepSpec};
+pub use record::{ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord};
+pub use spec::{BlobKind, InputSource, MirrorInput, ResourceRequest, StagedInput, StepSpec};

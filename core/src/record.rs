@@ -61,6 +61,17 @@ pub struct SandboxRecord {
     pub scratch_bytes: u64,
     pub timeout_secs: u64,
     pub mounts: Vec<String>,
+    pub limits: LimitsRecord,
+}
+
+/// The resource limits a step ran under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsRecord {
+    pub memory_bytes: u64,
+    pub pids: u64,
+    /// Thousandths of a CPU.
+    pub millicpus: u64,
+    pub open_files: u64,
 }
 
 /// Everything recorded about one executed step.

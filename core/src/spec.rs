@@ -66,6 +66,21 @@ pub struct StepSpec {
     pub outputs: Vec<String>,
     pub timeout_secs: u64,
     pub source_date_epoch: i64,
+    /// Resource limits the pipeline asks for; the worker's defaults fill the gaps.
+    #[serde(default)]
+    pub resources: ResourceRequest,
+}
+
+/// Per-step resource limits a pipeline may ask for (`resources:` in the YAML).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Thousandths of a CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millicpus: Option<u64>,
 }
 
 impl StepSpec {

@@ -32,6 +32,8 @@ pub enum CollectError {
     HardLink { path: String, links: u64 },
     #[error("output /out/{path} is a {kind}; only regular files and directories are collected")]
     Special { path: String, kind: &'static str },
+    #[error("/out holds {total} bytes, over the output limit of {max_bytes} bytes")]
+    TooLarge { total: u64, max_bytes: u64 },
     #[error("declared output /out/{path} was not produced by the step")]
     Missing { path: String },
     #[error("cannot store output /out/{path}")]
@@ -65,8 +67,9 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Refuses the whole tree if anything in it is not a plain file or directory.
-fn check_tree(dir: &Dir, prefix: &str) -> Result<(), CollectError> {
+/// Refuses the whole tree if anything in it is not a plain file or directory; adds the sizes of
+/// its files to `total`.
+fn check_tree(dir: &Dir, prefix: &str, total: &mut u64) -> Result<(), CollectError> {
     let read = |source| CollectError::Read {
         path: prefix.to_owned(),
         source,
@@ -80,12 +83,13 @@ fn check_tree(dir: &Dir, prefix: &str) -> Result<(), CollectError> {
             source,
         })?;
         check_entry(dir, &name, &path, &meta)?;
+        *total = total.saturating_add(if meta.is_file() { meta.len() } else { 0 });
         if meta.is_dir() {
             let sub = dir.open_dir(&name).map_err(|source| CollectError::Read {
                 path: path.clone(),
                 source,
             })?;
-            check_tree(&sub, &path)?;
+            check_tree(&sub, &path, total)?;
         }
     }
     Ok(())
@@ -192,6 +196,7 @@ pub fn collect(
     out_dir: &Path,
     declared: &[String],
     store: &BlobStore,
+    max_bytes: u64,
 ) -> Result<Vec<OutputRecord>, CollectError> {
     let dir = Dir::open_ambient_dir(out_dir, ambient_authority()).map_err(|source| {
         CollectError::Read {
@@ -199,7 +204,11 @@ pub fn collect(
             source,
         }
     })?;
-    check_tree(&dir, "")?;
+    let mut total = 0;
+    check_tree(&dir, "", &mut total)?;
+    if total > max_bytes {
+        return Err(CollectError::TooLarge { total, max_bytes });
+    }
     let mut records = Vec::new();
     for path in declared {
         let meta = match dir.symlink_metadata(path) {

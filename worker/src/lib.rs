@@ -6,17 +6,24 @@
 #![forbid(unsafe_code)]
 
 pub mod collect;
+mod slots;
 pub mod stage;
+
+pub use slots::IdRange;
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_core::{ExitRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord, StepSpec};
+use kiln_core::{
+    ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord, StepSpec,
+};
 use kiln_mirror::BlobStore;
-use kiln_sandbox::{HelperCommand, IdMap, Outcome, SandboxSpec};
+use kiln_sandbox::{HelperCommand, IdMap, Limits, Outcome, SandboxSpec};
+use slots::{Slot, SlotPool};
 use time::OffsetDateTime;
 
 /// The uid and gid a step runs as inside its sandbox.
@@ -29,10 +36,14 @@ pub struct WorkerConfig {
     pub work_root: PathBuf,
     /// How to start the sandbox helper process.
     pub helper: HelperCommand,
-    /// The unprivileged host uid/gid a step's uid 1000 maps to.
-    pub host_id: u32,
+    /// Unprivileged host ids; each running step's uid 1000 maps to one of its own.
+    pub host_ids: IdRange,
     /// Size cap of each step's `/work` and `/tmp`.
     pub scratch_bytes: u64,
+    /// Limits for steps whose pipeline does not set them.
+    pub default_limits: Limits,
+    /// Most bytes a step's declared outputs may add up to.
+    pub max_output_bytes: u64,
 }
 
 /// Why a step could not be run (as opposed to: it ran and failed).
@@ -64,6 +75,7 @@ pub struct Worker {
 struct Inner {
     config: WorkerConfig,
     store: BlobStore,
+    slots: SlotPool,
 }
 
 /// The chain of causes of an error, on one line.
@@ -81,8 +93,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 impl Worker {
     /// A worker over `store`.
     pub fn new(config: WorkerConfig, store: BlobStore) -> Self {
+        let slots = SlotPool::new(config.host_ids);
         Self {
-            inner: Arc::new(Inner { config, store }),
+            inner: Arc::new(Inner {
+                config,
+                store,
+                slots,
+            }),
         }
     }
 
@@ -96,25 +113,37 @@ impl Worker {
     }
 }
 
+/// What running a step produced, whether or not it succeeded.
+struct Executed {
+    exit: ExitRecord,
+    outputs: Vec<OutputRecord>,
+    sandbox: Option<SandboxRecord>,
+}
+
 impl Inner {
     fn run_blocking(&self, spec: StepSpec) -> StepRecord {
+        let slot = self.slots.acquire();
         let started_on = OffsetDateTime::now_utc();
         let dir = self.config.work_root.join(&spec.run_id).join(&spec.step);
         let log_path = dir.with_extension("log");
-        let (exit, outputs, sandbox) = match self.execute(&spec, &dir, &log_path) {
-            Ok(done) => done,
-            Err(err) => {
+        let executed = self
+            .execute(&spec, &slot, &dir, &log_path)
+            .unwrap_or_else(|err| {
                 let reason = error_chain(&err);
                 tracing::warn!(step = %spec.step, %reason, "step could not be run");
-                (ExitRecord::Failed { reason }, Vec::new(), None)
-            }
-        };
-        if let ExitRecord::Failed { reason } = &exit {
+                Executed {
+                    exit: ExitRecord::Failed { reason },
+                    outputs: Vec::new(),
+                    sandbox: None,
+                }
+            });
+        if let ExitRecord::Failed { reason } = &executed.exit {
             append_line(&log_path, &format!("kiln: step failed: {reason}"));
         }
         let log = self.store_log(&log_path);
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::remove_file(&log_path);
+        let limits = self.limits(&spec);
         StepRecord {
             run_id: spec.run_id.clone(),
             step: spec.step.clone(),
@@ -122,21 +151,62 @@ impl Inner {
             env: spec.env.clone(),
             rootfs: spec.rootfs.clone(),
             inputs: spec.inputs.clone(),
-            outputs,
-            exit,
+            outputs: executed.outputs,
+            exit: executed.exit,
             started_on,
             finished_on: OffsetDateTime::now_utc(),
             log,
-            sandbox: sandbox.unwrap_or_else(|| self.sandbox_record(&spec, Vec::new())),
+            sandbox: executed
+                .sandbox
+                .unwrap_or_else(|| self.sandbox_record(&spec, slot.host_id, &limits, None)),
+        }
+    }
+
+    /// The pipeline's requests, with this worker's defaults where it is silent.
+    fn limits(&self, spec: &StepSpec) -> Limits {
+        let defaults = self.config.default_limits;
+        Limits {
+            memory_bytes: spec.resources.memory_bytes.unwrap_or(defaults.memory_bytes),
+            pids: spec.resources.pids.unwrap_or(defaults.pids),
+            millicpus: spec.resources.millicpus.unwrap_or(defaults.millicpus),
+            open_files: defaults.open_files,
+        }
+    }
+
+    fn sandbox_spec(
+        &self,
+        spec: &StepSpec,
+        host_id: u32,
+        rootfs: PathBuf,
+        inputs: Vec<kiln_sandbox::InputMount>,
+        out_dir: PathBuf,
+    ) -> SandboxSpec {
+        SandboxSpec {
+            rootfs,
+            inputs,
+            out_dir,
+            scratch_bytes: self.config.scratch_bytes,
+            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            env: spec.effective_env(),
+            ids: IdMap {
+                host_uid: host_id,
+                host_gid: host_id,
+                step_uid: STEP_ID,
+                step_gid: STEP_ID,
+            },
+            timeout: Duration::from_secs(spec.timeout_secs),
+            hostname: "kiln".into(),
+            limits: self.limits(spec),
         }
     }
 
     fn execute(
         &self,
         spec: &StepSpec,
+        slot: &Slot<'_>,
         dir: &Path,
         log_path: &Path,
-    ) -> Result<(ExitRecord, Vec<OutputRecord>, Option<SandboxRecord>), StepError> {
+    ) -> Result<Executed, StepError> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(prepare(dir))?;
         let log = fs::File::create(log_path).map_err(prepare(log_path))?;
@@ -147,29 +217,15 @@ impl Inner {
         let inputs = stage::stage_inputs(&self.store, &spec.inputs, &dir.join("in"))?;
         let out_dir = dir.join("out");
         fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
-        let id = Some(self.config.host_id);
-        std::os::unix::fs::chown(&out_dir, id, id).map_err(prepare(&out_dir))?;
-        let sandbox_spec = SandboxSpec {
-            rootfs,
-            inputs,
-            out_dir: out_dir.clone(),
-            scratch_bytes: self.config.scratch_bytes,
-            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
-            env: spec.effective_env(),
-            ids: IdMap {
-                host_uid: self.config.host_id,
-                host_gid: self.config.host_id,
-                step_uid: STEP_ID,
-                step_gid: STEP_ID,
-            },
-            timeout: Duration::from_secs(spec.timeout_secs),
-            hostname: "kiln".into(),
-            limits: kiln_sandbox::Limits::default(),
-        };
+        fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o700))
+            .map_err(prepare(&out_dir))?;
+        std::os::unix::fs::chown(&out_dir, Some(slot.host_id), Some(slot.host_id))
+            .map_err(prepare(&out_dir))?;
+        let sandbox_spec = self.sandbox_spec(spec, slot.host_id, rootfs, inputs, out_dir.clone());
         let description = kiln_sandbox::describe(&sandbox_spec);
-        let mut record = self.sandbox_record(spec, description.mounts);
-        record.namespaces = description.namespaces;
-        tracing::info!(step = %spec.step, run = %spec.run_id, "step started");
+        let record =
+            self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
+        tracing::info!(step = %spec.step, run = %spec.run_id, host_uid = slot.host_id, "step started");
         let outcome = kiln_sandbox::run(&self.config.helper, &sandbox_spec, log)?;
         let exit = match outcome {
             Outcome::Exited(code) => ExitRecord::Exited { code },
@@ -178,24 +234,47 @@ impl Inner {
                 after_secs: spec.timeout_secs,
             },
         };
-        if !exit.success() {
-            return Ok((exit, Vec::new(), Some(record)));
-        }
-        let outputs = collect::collect(&out_dir, &spec.outputs, &self.store)?;
-        Ok((exit, outputs, Some(record)))
+        let outputs = if exit.success() {
+            collect::collect(
+                &out_dir,
+                &spec.outputs,
+                &self.store,
+                self.config.max_output_bytes,
+            )?
+        } else {
+            Vec::new()
+        };
+        Ok(Executed {
+            exit,
+            outputs,
+            sandbox: Some(record),
+        })
     }
 
-    fn sandbox_record(&self, spec: &StepSpec, mounts: Vec<String>) -> SandboxRecord {
+    fn sandbox_record(
+        &self,
+        spec: &StepSpec,
+        host_id: u32,
+        limits: &Limits,
+        description: Option<kiln_sandbox::Description>,
+    ) -> SandboxRecord {
+        let (namespaces, mounts) = description
+            .map(|d| (d.namespaces, d.mounts))
+            .unwrap_or_default();
         SandboxRecord {
-            namespaces: ["user", "mount", "pid", "network", "ipc", "uts"]
-                .map(String::from)
-                .to_vec(),
+            namespaces,
             network: "none (loopback only)".into(),
-            host_uid: self.config.host_id,
+            host_uid: host_id,
             step_uid: STEP_ID,
             scratch_bytes: self.config.scratch_bytes,
             timeout_secs: spec.timeout_secs,
             mounts,
+            limits: LimitsRecord {
+                memory_bytes: limits.memory_bytes,
+                pids: limits.pids,
+                millicpus: limits.millicpus,
+                open_files: limits.open_files,
+            },
         }
     }
 
