@@ -22,5 +22,5 @@ export KILN_TEST_ROOTFS=$PWD/target/test-rootfs
 [ -e "$KILN_TEST_ROOTFS/etc/kiln-rootfs-packages" ] || bash scripts/make-toolchain-rootfs.sh --force "$KILN_TEST_ROOTFS"
 
 echo "== tests"
-cargo nextest run --locked --workspace --no-fail-fast
 cargo test --locked --workspace --doc
+cargo nextest run --locked --workspace --no-fail-fast
