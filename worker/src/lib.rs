@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod collect;
+mod out_fs;
 mod slots;
 pub mod stage;
 
@@ -13,7 +14,6 @@ pub use slots::IdRange;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use kiln_core::{
 };
 use kiln_mirror::BlobStore;
 use kiln_sandbox::{HelperCommand, IdMap, Limits, Outcome, SandboxSpec};
+use out_fs::OutFs;
 use slots::{Slot, SlotPool};
 use time::OffsetDateTime;
 
@@ -94,6 +95,7 @@ impl Worker {
     /// A worker over `store`.
     pub fn new(config: WorkerConfig, store: BlobStore) -> Self {
         let slots = SlotPool::new(config.host_ids);
+        out_fs::sweep_stale_mounts(&config.work_root);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -217,9 +219,8 @@ impl Inner {
         let inputs = stage::stage_inputs(&self.store, &spec.inputs, &dir.join("in"))?;
         let out_dir = dir.join("out");
         fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
-        fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o700))
-            .map_err(prepare(&out_dir))?;
-        std::os::unix::fs::chown(&out_dir, Some(slot.host_id), Some(slot.host_id))
+        // Unmounted when this function returns, after the outputs are collected.
+        let _out_fs = OutFs::mount(&out_dir, self.config.max_output_bytes, slot.host_id)
             .map_err(prepare(&out_dir))?;
         let sandbox_spec = self.sandbox_spec(spec, slot.host_id, rootfs, inputs, out_dir.clone());
         let description = kiln_sandbox::describe(&sandbox_spec);

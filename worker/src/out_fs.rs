@@ -1,0 +1,64 @@
+//! The step's `/out`: a tmpfs capped at the worker's output limit, mounted on the host at the
+//! step's staging directory for the duration of the step.
+//!
+//! A plain directory would let a step fill the host's disk until its timeout, because the
+//! output cap can only be checked once the step has ended. A `size=`-capped tmpfs makes the
+//! kernel refuse the write that crosses the cap (ENOSPC) instead. Its pages are charged to the
+//! step's memory cgroup, so outputs also count against the step's memory limit.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+/// A mounted `/out`; unmounted (lazily) on drop, so no mount outlives its step.
+#[derive(Debug)]
+pub(crate) struct OutFs {
+    path: PathBuf,
+}
+
+impl OutFs {
+    /// Mounts a tmpfs of `max_bytes` at `path` (an existing empty directory), owned by `host_id`
+    /// with mode 0700.
+    pub(crate) fn mount(path: &Path, max_bytes: u64, host_id: u32) -> io::Result<Self> {
+        let options = format!("size={max_bytes},mode=0700,uid={host_id},gid={host_id}");
+        mount(
+            Some("kiln-out"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for OutFs {
+    fn drop(&mut self) {
+        if let Err(err) = umount2(&self.path, MntFlags::MNT_DETACH) {
+            tracing::error!(path = %self.path.display(), %err, "cannot unmount a step's /out");
+        }
+    }
+}
+
+/// Detaches every mount left under `work_root` by a worker that died mid-step, so the staging
+/// directories can be removed.
+pub(crate) fn sweep_stale_mounts(work_root: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut stale: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mount_point| Path::new(mount_point).starts_with(work_root))
+        .collect();
+    // Deepest first.
+    stale.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for mount_point in stale {
+        tracing::warn!(mount_point, "detaching a stale step mount");
+        let _ = umount2(mount_point, MntFlags::MNT_DETACH);
+    }
+}
