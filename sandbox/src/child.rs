@@ -1,5 +1,6 @@
-//! What runs inside the new namespaces: the sandbox's pid 1 (finishes the mount namespace,
-//! then forks the step and reaps) and the step itself (drops every privilege, then execs).
+//! What runs inside the new namespaces: the sandbox's pid 1 (finishes the mount namespace:
+//! `/proc` with `hidepid=2` and its host-wide parts masked, then forks the step and reaps) and
+//! the step itself (rlimits, drops every privilege, `no_new_privs`, seccomp, then execs).
 //!
 //! Setup errors are written as JSON to the `errors` pipe, which is close-on-exec: the helper
 //! reads EOF with no bytes exactly when the step's `execve` succeeded.
@@ -8,6 +9,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{
@@ -15,6 +17,8 @@ use nix::unistd::{
 };
 
 use crate::error::SetupError;
+use crate::mounts;
+use crate::seccomp;
 use crate::spec::SandboxSpec;
 use crate::sys;
 
@@ -67,9 +71,16 @@ fn prepare(spec: &SandboxSpec) -> Result<(), SetupError> {
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(SetupError::StdoutToLog)?;
     // The cwd is the rootfs bind mount (see `helper::spawn_pid1`). A fresh proc belongs to the
     // new pid namespace; it must be mounted while the host's /proc is still visible.
+    // hidepid: the step sees only its own processes (pid 1, unmapped root, is invisible).
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), "proc", Some("proc"), proc_flags, None::<&str>)
-        .map_err(SetupError::MountProc)?;
+    mount(
+        Some("proc"),
+        "proc",
+        Some("proc"),
+        proc_flags,
+        Some(mounts::PROC_OPTIONS),
+    )
+    .map_err(SetupError::MountProc)?;
     // The rootfs mount was copied into this namespace, so it is locked and pivot_root refuses
     // it as new root; a fresh copy of the tree is not (its submounts stay locked).
     let tree = sys::clone_cwd_tree().map_err(SetupError::CloneRootTree)?;
@@ -85,6 +96,10 @@ fn prepare(spec: &SandboxSpec) -> Result<(), SetupError> {
         path: "/".into(),
         source,
     })?;
+    // Hide or freeze the host-wide parts of /proc. These mounts are made by this namespace's
+    // owner, so a step that got a new user namespace could not unmount them either (they would
+    // be locked in its copy).
+    mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(SetupError::Hostname)?;
     sys::loopback_up().map_err(SetupError::Loopback)
 }
@@ -137,6 +152,10 @@ fn exec_step(spec: &SandboxSpec) -> SetupError {
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}")))
         .collect();
+    // Last step before exec: from here on, the policy applies (execve itself is allowed).
+    if let Err(source) = seccomp::install() {
+        return SetupError::Seccomp(source);
+    }
     let Err(source) = execve(&argv[0], &argv, &env);
     SetupError::Exec {
         program: spec.argv[0].clone(),
@@ -144,11 +163,12 @@ fn exec_step(spec: &SandboxSpec) -> SetupError {
     }
 }
 
-/// New session (no controlling terminal), default signals, no groups, the step's ids, no
-/// capabilities, `no_new_privs`.
+/// New session (no controlling terminal), default signals, rlimits, no groups, the step's ids,
+/// no capabilities, `no_new_privs`.
 fn drop_privileges(spec: &SandboxSpec) -> Result<(), SetupError> {
     nix::unistd::setsid().map_err(SetupError::Setsid)?;
     sys::reset_signals().map_err(SetupError::ResetSignals)?;
+    set_rlimits(spec)?;
     sys::drop_bounding_set().map_err(SetupError::DropCapabilities)?;
     setgroups(&[]).map_err(SetupError::SetGroups)?;
     let (uid, gid) = (spec.ids.step_uid, spec.ids.step_gid);
@@ -158,6 +178,29 @@ fn drop_privileges(spec: &SandboxSpec) -> Result<(), SetupError> {
     setresuid(u, u, u).map_err(|source| SetupError::SetUid { uid, source })?;
     sys::clear_capabilities().map_err(SetupError::DropCapabilities)?;
     nix::sys::prctl::set_no_new_privs().map_err(SetupError::NoNewPrivs)
+}
+
+/// Soft and hard limits alike, so the step cannot raise them: no core dumps (they would land in
+/// /work, fill the scratch and may hold secrets from memory), and `limits.open_files`
+/// descriptors. Lowering needs no privilege; raising `RLIMIT_NOFILE` above the hard limit the
+/// worker was started with would need `CAP_SYS_RESOURCE` on the host, which the step lacks.
+fn set_rlimits(spec: &SandboxSpec) -> Result<(), SetupError> {
+    let limits = [
+        (Resource::RLIMIT_CORE, "RLIMIT_CORE", 0),
+        (
+            Resource::RLIMIT_NOFILE,
+            "RLIMIT_NOFILE",
+            spec.limits.open_files,
+        ),
+    ];
+    for (resource, name, limit) in limits {
+        setrlimit(resource, limit, limit).map_err(|source| SetupError::RLimit {
+            resource: name.into(),
+            limit,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Reports `err` to the helper and exits.

@@ -273,6 +273,27 @@ pub enum SetupError {
         #[serde(with = "errno")]
         Errno,
     ),
+    #[error("cannot set {resource} to {limit}: the worker's own hard limit may be lower")]
+    RLimit {
+        resource: String,
+        limit: u64,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
+    #[error("cannot install the seccomp filter")]
+    Seccomp(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot mask or make read-only {path}")]
+    MaskProc {
+        path: PathBuf,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
     #[error("cannot execute {program} inside the sandbox")]
     Exec {
         program: String,
@@ -296,6 +317,51 @@ pub enum SetupError {
     ),
     #[error("the sandbox's pid 1 exited without reporting the command's status")]
     NoStatus,
+    #[error("no usable cgroups: {reason}")]
+    NoCgroups { reason: String },
+    #[error("cannot create cgroup {path}")]
+    CgroupCreate {
+        path: PathBuf,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
+    #[error(
+        "cgroup {path} lacks the {missing} controller(s): run the worker in a leaf of a cgroup \
+         subtree delegated to it (e.g. systemd Delegate=yes)"
+    )]
+    CgroupControllers { path: PathBuf, missing: String },
+    #[error("cannot write {value:?} to {path}")]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
+    #[error("cannot read {path}")]
+    CgroupRead {
+        path: PathBuf,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
+    #[error("cannot kill the processes in cgroup {path}")]
+    CgroupSignal {
+        path: PathBuf,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
+    #[error("{left} process(es) of the step survived being killed in cgroup {path}")]
+    CgroupKill { path: PathBuf, left: usize },
+    #[error("cannot remove cgroup {path}")]
+    CgroupRemove {
+        path: PathBuf,
+        #[source]
+        #[serde(with = "errno")]
+        source: Errno,
+    },
 }
 
 /// Serialises an [`Errno`] as its number.

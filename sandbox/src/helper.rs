@@ -6,9 +6,11 @@
 //!
 //! sanitise (die with parent, refuse extra threads, close inherited descriptors) → read and
 //! check the spec → private mount namespace → mount plan under the rootfs ([`crate::mounts`])
-//! → `clone3` pid 1 into new user/mount/pid/net/ipc/uts/cgroup namespaces → write its id maps
-//! and release it → go back to the host's mount namespace → wait for the step's exec (or a
-//! setup error) → wait for pid 1's exit or the deadline.
+//! → sweep stale step cgroups, create this step's with its limits ([`crate::cgroup`]) → step
+//! into it, `clone3` pid 1 into new user/mount/pid/net/ipc/uts/cgroup namespaces, step out →
+//! write its id maps and release it → go back to the host's mount namespace → wait for the
+//! step's exec (or a setup error) → wait for pid 1's exit or the deadline → kill whatever is
+//! left in the cgroup, read usage and limit events, remove the cgroup.
 //!
 //! # Choices made on this machine (kernel 6.18, root), and why
 //!
@@ -47,8 +49,9 @@
 //!
 //! # Not yet
 //!
-//! No cgroup limits (memory, pids, cpu), rlimits or seccomp filter; no `/dev/shm`, `/dev/pts`
-//! or `/sys`. The step's network is loopback only, by construction (a fresh network namespace).
+//! No `/dev/shm`, `/dev/pts` or `/sys`; no I/O or cpuset limits. (The rlimits,
+//! the `/proc` masks and the seccomp filter are applied inside, see [`crate::child`] and
+//! `sandbox/policy/README.md`.) The step's network is loopback only, by construction (a fresh network namespace).
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -63,11 +66,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, chdir, pipe2};
 
+use crate::cgroup::{self, StepCgroup};
 use crate::child::{self, Pid1Pipes};
 use crate::error::SetupError;
 use crate::mounts::{self, errno_of};
 use crate::protocol::{self, HelperReport};
-use crate::run::{Outcome, RunReport, Timing};
+use crate::run::{LimitEvent, Outcome, RunReport, Timing};
 use crate::spec::SandboxSpec;
 use crate::sys::{self, Cloned};
 
@@ -113,28 +117,48 @@ fn supervise() -> Result<RunReport, SetupError> {
         source,
     })?;
     let deadline = Instant::now() + spec.timeout;
-    let pid1 = spawn_pid1(&spec)?;
+    // Before pid 1 exists, so that it is born in its cgroup (see `crate::cgroup`). Dropping the
+    // guard on any early return kills whatever of the step is left and removes the cgroup.
+    let cgroup = cgroup::create(&spec.limits)?;
+    let pid1 = spawn_pid1(&spec, cgroup.get())?;
     // pid 1 has its own copy of the tree now. Going back to the host's mount namespace tears the
     // private one down here, while pid 1 sets up, rather than at exit while `run` waits.
     setns(host_mounts, CloneFlags::CLONE_NEWNS).map_err(SetupError::LeaveMounts)?;
     if !wait_for_exec(&pid1, deadline)? {
         let setup = started.elapsed();
-        return Ok(RunReport {
-            outcome: time_out(&pid1)?,
-            timing: Timing {
-                setup,
-                command: Duration::ZERO,
-            },
-        });
+        let outcome = time_out(&pid1)?;
+        let timing = Timing {
+            setup,
+            command: Duration::ZERO,
+        };
+        return finish(cgroup, outcome, timing);
     }
     let setup = started.elapsed();
     let outcome = wait_for_exit(&pid1, deadline)?;
+    let timing = Timing {
+        setup,
+        command: started.elapsed() - setup,
+    };
+    finish(cgroup, outcome, timing)
+}
+
+/// Kills whatever of the step is left in its cgroup (pid 1's exit already took the pid
+/// namespace down; this catches anything that got out of it), reads usage and limit events,
+/// removes the cgroup.
+fn finish(
+    cgroup: cgroup::Guard,
+    outcome: Outcome,
+    timing: Timing,
+) -> Result<RunReport, SetupError> {
+    let (usage, mut events) = cgroup.finish()?;
+    if outcome == Outcome::TimedOut {
+        events.push(LimitEvent::Timeout);
+    }
     Ok(RunReport {
         outcome,
-        timing: Timing {
-            setup,
-            command: started.elapsed() - setup,
-        },
+        timing,
+        usage,
+        events,
     })
 }
 
@@ -195,13 +219,24 @@ struct Pid1 {
     status: OwnedFd,
 }
 
-/// Clones pid 1 into the new namespaces (cwd: the rootfs mount), maps its ids, releases it.
-fn spawn_pid1(spec: &SandboxSpec) -> Result<Pid1, SetupError> {
+/// Clones pid 1 into the new namespaces (cwd: the rootfs mount) and into `cgroup`, maps its
+/// ids, releases it.
+fn spawn_pid1(spec: &SandboxSpec, cgroup: &dyn StepCgroup) -> Result<Pid1, SetupError> {
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe);
     let (release_r, release_w) = pipe()?;
     let (errors_r, errors_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let (pid, pidfd) = match sys::clone_into_namespaces(NAMESPACES).map_err(SetupError::Clone)? {
+    // The helper steps into the cgroup for the clone: pid 1 is born there, with no moment
+    // outside its limits, and its new cgroup namespace is rooted there (the step sees `/`,
+    // not the host's path). Then the helper steps out, so it neither counts against the
+    // step's limits nor dies with it.
+    let helper = nix::unistd::getpid();
+    cgroup.add(helper)?;
+    let cloned = sys::clone_into_namespaces(NAMESPACES);
+    if !matches!(cloned, Ok(Cloned::Child)) {
+        cgroup.move_back(helper)?;
+    }
+    let (pid, pidfd) = match cloned.map_err(SetupError::Clone)? {
         Cloned::Child => {
             drop((release_w, errors_r, status_r));
             child::pid1(

@@ -26,38 +26,49 @@
 //! 5. writes the child's `uid_map`/`gid_map` (`STEP_ID HOST_ID 1`), releases it and returns to
 //!    the host's mount namespace (its private one is no longer needed);
 //! 6. waits on the child's pidfd with the spec's timeout; on expiry SIGKILLs the pid 1, which
-//!    makes the kernel kill everything left in the pid namespace.
+//!    makes the kernel kill everything left in the pid namespace;
+//! 7. kills whatever is left in the step's cgroup (pid 1 was born in it, so every process of
+//!    the step is), reads [`ResourceUsage`] and [`LimitEvent`]s into the [`RunReport`] and
+//!    removes the cgroup. Memory, pids and CPU limits come from [`Limits`], through cgroup v2
+//!    where the machine has it with `memory` and `pids`, else the v1 hierarchies.
 //!
 //! Inside, the pid 1 mounts a fresh `/proc`, `pivot_root`s into the rootfs and detaches the
 //! old root, sets the hostname, brings `lo` up, then forks the step and reaps: when the step
 //! exits, pid 1 reports its wait status and exits, so daemonised leftovers die with the
-//! namespace. The step drops supplementary groups, takes the step uid/gid, empties every
-//! capability set, sets `no_new_privs`, changes to `/work` and execs with exactly the given
-//! environment. Everything the helper mounted lives in mount namespaces that vanish once the
-//! helper and pid 1 have left them: nothing leaks onto the host.
+//! namespace. Its `/proc` has `hidepid=2` and the host-wide files masked. The step sets its
+//! rlimits (no core dumps, `open_files` descriptors), drops supplementary groups, takes the step
+//! uid/gid, empties every capability set, sets `no_new_privs`, changes to `/work`, installs the
+//! seccomp filter (`sandbox/policy/seccomp.json`, compiled at build time) and execs with
+//! exactly the given environment. Everything the helper mounted lives in mount namespaces that
+//! vanish once the helper and pid 1 have left them: nothing leaks onto the host.
 //!
 //! # Deliberately absent
 //!
 //! This crate knows nothing of pipelines, the store, databases or the mirror; it never creates
-//! directories in the rootfs; it has no cgroup limits, seccomp filter or rlimits yet (see the
-//! module docs of [`helper`], which also say where this design deviates from the obvious
-//! recipe and why).
+//! directories in the rootfs (see the module docs of [`helper`], which also say where this
+//! design deviates from the obvious recipe and why). It uses no cgroup library: cgroup v1 and
+//! v2 are plain files behind one trait (`cgroup::StepCgroup`).
 //!
 //! # Unsafe
 //!
 //! Only the private `sys` module may use `unsafe`; every block is small and says why it holds.
 
+mod cgroup;
 mod child;
 mod error;
 pub mod helper;
 pub mod mounts;
 mod protocol;
 mod run;
+mod seccomp;
 mod spec;
 mod sys;
 
+pub use cgroup::step_cgroup_parents;
 pub use error::{SandboxError, SetupError};
 pub use helper::helper_main;
 pub use mounts::{Description, describe};
-pub use run::{HelperCommand, Outcome, RunReport, Timing, run, run_report};
+pub use run::{
+    HelperCommand, LimitEvent, Outcome, ResourceUsage, RunReport, Timing, run, run_report,
+};
 pub use spec::{IdMap, InputMount, Limits, SandboxSpec, SpecError};

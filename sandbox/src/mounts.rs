@@ -6,8 +6,9 @@
 //! Targets are paths as the step sees them (`/in/src`); `apply` resolves them under the
 //! rootfs. Invariant: nothing is ever created in the rootfs itself: directories, files and
 //! symlinks are only made inside tmpfs that the plan mounted first (the rootfs is shared by
-//! many steps and is made read-only before anything else happens). `/proc` is not here: it is
-//! mounted by the sandbox's pid 1, inside its pid namespace.
+//! many steps and is made read-only before anything else happens). `/proc` is not in the plan:
+//! it is mounted by the sandbox's pid 1, inside its pid namespace (`hidepid=2`), which then
+//! masks its host-wide parts with [`mask_proc`]. `/sys` is never mounted.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,31 @@ const DEV_LINKS: [(&str, &str); 4] = [
 ];
 /// Size of the tmpfs that only hold mount points (`/in`, `/dev`).
 const SKELETON_BYTES: u64 = 64 * 1024;
+/// Options of the step's `/proc`: processes of other uids are invisible (pid 1 runs as unmapped
+/// root, so the step cannot even list it). A user-namespace-owned proc accepts this since
+/// Linux 5.8, when proc options became per mount.
+pub(crate) const PROC_OPTIONS: &str = "hidepid=2";
+/// Host-wide `/proc` files hidden behind `/dev/null` (runc's masked paths, plus kcore and keys'
+/// siblings). Skipped when the kernel does not have them.
+const PROC_MASKED_FILES: [&str; 6] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+];
+/// Host-wide `/proc` directories hidden under an empty read-only tmpfs.
+const PROC_MASKED_DIRS: [&str; 3] = ["/proc/acpi", "/proc/asound", "/proc/scsi"];
+/// `/proc` paths bound read-only over themselves: sysctls and kernel knobs that are writable
+/// through the step's own namespaces (or by a root that a kernel bug would hand out).
+const PROC_READ_ONLY: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+];
 /// Namespaces every sandbox gets, as recorded.
 pub const NAMESPACES: [&str; 7] = ["user", "mount", "pid", "network", "ipc", "uts", "cgroup"];
 
@@ -82,6 +108,13 @@ pub struct Description {
     pub mounts: Vec<String>,
     /// e.g. `uid 1000 -> host 100000, gid 1000 -> host 100000`.
     pub identity: String,
+    /// One line on the seccomp filter, e.g. `deny-list, default allow: 52 syscalls -> EPERM; …`.
+    pub seccomp: String,
+    /// Hex sha256 of the seccomp filter's BPF instructions as installed (each filter's length,
+    /// then its `struct sock_filter`s, little-endian, in install order).
+    pub seccomp_sha256: String,
+    /// Resource limits applied inside the step, e.g. `RLIMIT_CORE=0, RLIMIT_NOFILE=4096`.
+    pub rlimits: String,
 }
 
 /// The mount plan for `spec`, in the order `apply` performs it.
@@ -192,7 +225,15 @@ pub fn describe(spec: &SandboxSpec) -> Description {
             MountOp::ReadOnly { .. } => {}
         }
     }
-    mounts.push("/proc proc (rw,nosuid,nodev,noexec), the sandbox's own pid namespace".into());
+    mounts.push(format!(
+        "/proc proc (rw,nosuid,nodev,noexec,{PROC_OPTIONS}), the sandbox's own pid namespace"
+    ));
+    mounts.push(format!(
+        "/proc masked where present: {} <- /dev/null; {} empty ro tmpfs; {} ro",
+        PROC_MASKED_FILES.join(" "),
+        PROC_MASKED_DIRS.join(" "),
+        PROC_READ_ONLY.join(" ")
+    ));
     let ids = &spec.ids;
     Description {
         namespaces: NAMESPACES.map(String::from).to_vec(),
@@ -201,6 +242,9 @@ pub fn describe(spec: &SandboxSpec) -> Description {
             "uid {} -> host {}, gid {} -> host {}",
             ids.step_uid, ids.host_uid, ids.step_gid, ids.host_gid
         ),
+        seccomp: crate::seccomp::summary().into(),
+        seccomp_sha256: crate::seccomp::sha256().into(),
+        rlimits: format!("RLIMIT_CORE=0, RLIMIT_NOFILE={}", spec.limits.open_files),
     }
 }
 
@@ -333,6 +377,48 @@ fn make_file(path: &Path) -> Result<(), SetupError> {
     }
 }
 
+/// Masks the host-wide parts of the freshly mounted `/proc` (see [`PROC_MASKED_FILES`],
+/// [`PROC_MASKED_DIRS`], [`PROC_READ_ONLY`]). Runs in the sandbox's pid 1 after `pivot_root`;
+/// paths this kernel does not have are skipped.
+pub(crate) fn mask_proc() -> Result<(), SetupError> {
+    let masked = |path: &str, source| SetupError::MaskProc {
+        path: path.into(),
+        source,
+    };
+    let skip_missing = |result: nix::Result<()>| match result {
+        Err(Errno::ENOENT) => Ok(()),
+        other => other,
+    };
+    let none = None::<&str>;
+    for path in PROC_MASKED_FILES {
+        skip_missing(mount(Some("/dev/null"), path, none, MsFlags::MS_BIND, none))
+            .map_err(|source| masked(path, source))?;
+    }
+    let locked_down = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let locked_down = locked_down | MsFlags::MS_NOEXEC;
+    for path in PROC_MASKED_DIRS {
+        let data = Some("size=4k,nr_inodes=1,mode=555");
+        skip_missing(mount(Some("tmpfs"), path, Some("tmpfs"), locked_down, data))
+            .map_err(|source| masked(path, source))?;
+    }
+    for path in PROC_READ_ONLY {
+        let bound = mount(
+            Some(path),
+            path,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        );
+        match bound {
+            Err(Errno::ENOENT) => continue,
+            other => other.map_err(|source| masked(path, source))?,
+        }
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | locked_down;
+        mount(none, path, none, flags, none).map_err(|source| masked(path, source))?;
+    }
+    Ok(())
+}
+
 /// The errno of a failed std I/O call, for errors that cross the pipe.
 pub(crate) fn errno_of(err: &std::io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
@@ -451,12 +537,29 @@ mod tests {
             "/work tmpfs size=1048576 (rw,nosuid,nodev)",
             "/tmp tmpfs size=1048576 (rw,nosuid,nodev)",
             "/dev tmpfs size=65536 (ro,nosuid,nodev,noexec), devices null zero full random urandom tty bound from the host",
-            "/proc proc (rw,nosuid,nodev,noexec), the sandbox's own pid namespace",
+            "/proc proc (rw,nosuid,nodev,noexec,hidepid=2), the sandbox's own pid namespace",
+            "/proc masked where present: /proc/kcore /proc/keys /proc/timer_list \
+             /proc/timer_stats /proc/latency_stats /proc/sched_debug <- /dev/null; /proc/acpi \
+             /proc/asound /proc/scsi empty ro tmpfs; /proc/sys /proc/sysrq-trigger /proc/bus \
+             /proc/fs /proc/irq ro",
         ];
         assert_eq!(description.mounts, expected);
         assert_eq!(
             description.identity,
             "uid 1000 -> host 100000, gid 1000 -> host 100000"
+        );
+        assert_eq!(description.rlimits, "RLIMIT_CORE=0, RLIMIT_NOFILE=4096");
+    }
+
+    #[test]
+    fn description_carries_the_seccomp_digest() {
+        let description = describe(&example());
+        assert_eq!(description.seccomp_sha256, crate::seccomp::sha256());
+        assert_eq!(description.seccomp_sha256.len(), 64);
+        assert!(
+            description.seccomp.contains("EPERM"),
+            "{}",
+            description.seccomp
         );
     }
 }

@@ -8,8 +8,9 @@ use crate::error::SetupError;
 use crate::run::RunReport;
 use crate::spec::SandboxSpec;
 
-/// Bumped on any incompatible change of the request or report.
-pub(crate) const VERSION: u32 = 1;
+/// Bumped on any incompatible change of the request or report. 2: the report carries the
+/// step's resource usage and limit events.
+pub(crate) const VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

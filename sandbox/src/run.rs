@@ -41,11 +41,95 @@ pub struct Timing {
     pub command: Duration,
 }
 
-/// An [`Outcome`] with its [`Timing`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An [`Outcome`] with its [`Timing`], what the step used and the limits it ran into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
     pub outcome: Outcome,
     pub timing: Timing,
+    /// Read from the step's cgroup after every process of the step was killed.
+    pub usage: ResourceUsage,
+    /// Limits the step ran into, at most one of each kind, in a fixed order: memory, pids,
+    /// timeout. Empty for a step that stayed within its limits.
+    pub events: Vec<LimitEvent>,
+}
+
+impl RunReport {
+    /// The memory limit event, if the kernel OOM-killed a process of the step. When present it
+    /// explains the outcome better than the signal does (an OOM kill is a SIGKILL, and a shell
+    /// reports a killed child as exit code 137).
+    pub fn memory_limit(&self) -> Option<LimitEvent> {
+        self.events
+            .iter()
+            .copied()
+            .find(|e| matches!(e, LimitEvent::MemoryLimit { .. }))
+    }
+}
+
+/// What the whole step (every process it started, together) used, from its cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// Highest memory charge of the step: RSS, page cache and tmpfs pages it wrote.
+    pub peak_memory_bytes: u64,
+    /// CPU time, user plus system, of every process of the step.
+    pub cpu_time: Duration,
+    /// Most processes and threads alive at once (where the kernel keeps a peak, `pids.peak`,
+    /// since Linux 6.1; otherwise the count at the end, which is 0 after the kill).
+    pub peak_pids: u64,
+}
+
+/// A limit the step ran into. Closed: the step record and the worker's messages match on it.
+///
+/// Counted: OOM kills inside the step's cgroup (the kernel's own counter, so kills of any
+/// process of the step count, not only of its main command), forks refused at the pids limit,
+/// and the wall-clock timeout. Not counted here: CPU throttling (a limit that slows, not one
+/// that stops), scratch tmpfs full (the step sees `ENOSPC`), rlimits and seccomp denials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LimitEvent {
+    /// The kernel OOM-killed at least one process of the step at this memory limit.
+    MemoryLimit { limit_bytes: u64 },
+    /// At least one fork or clone failed because the step had this many processes.
+    PidsLimit { limit: u64 },
+    /// The step ran past its timeout and was killed.
+    Timeout,
+}
+
+impl std::fmt::Display for LimitEvent {
+    /// `killed: memory limit 512MiB exceeded`, `pids limit 256 reached`, `killed: timeout`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MemoryLimit { limit_bytes } => {
+                write!(f, "killed: memory limit {} exceeded", Bytes(*limit_bytes))
+            }
+            Self::PidsLimit { limit } => write!(f, "pids limit {limit} reached"),
+            Self::Timeout => f.write_str("killed: timeout"),
+        }
+    }
+}
+
+/// A byte count in the largest binary unit that divides it exactly, else with one decimal.
+struct Bytes(u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        let n = self.0;
+        for (unit, size) in UNITS {
+            if n >= size {
+                return if n.is_multiple_of(size) {
+                    write!(f, "{}{unit}", n / size)
+                } else {
+                    write!(f, "{:.1}{unit}", n as f64 / size as f64)
+                };
+            }
+        }
+        write!(f, "{n}B")
+    }
 }
 
 /// Runs `spec` in a sandbox built by the helper `helper`; the command's stdout and stderr go to
@@ -103,5 +187,35 @@ pub fn run_report(
         Err(err) => Err(SandboxError::BadReport {
             message: err.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_events_read_like_the_step_record_message() {
+        let event = LimitEvent::MemoryLimit {
+            limit_bytes: 512 << 20,
+        };
+        assert_eq!(event.to_string(), "killed: memory limit 512MiB exceeded");
+        let odd = LimitEvent::MemoryLimit {
+            limit_bytes: (3 << 29) + 1,
+        };
+        assert_eq!(odd.to_string(), "killed: memory limit 1.5GiB exceeded");
+        let tiny = LimitEvent::MemoryLimit { limit_bytes: 1000 };
+        assert_eq!(tiny.to_string(), "killed: memory limit 1000B exceeded");
+        assert_eq!(
+            LimitEvent::PidsLimit { limit: 64 }.to_string(),
+            "pids limit 64 reached"
+        );
+        assert_eq!(LimitEvent::Timeout.to_string(), "killed: timeout");
+    }
+
+    #[test]
+    fn limit_events_have_a_tagged_wire_form() {
+        let json = serde_json::to_string(&LimitEvent::PidsLimit { limit: 8 }).unwrap();
+        assert_eq!(json, r#"{"kind":"pids_limit","limit":8}"#);
     }
 }

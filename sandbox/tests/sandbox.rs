@@ -244,12 +244,12 @@ fn host_files_and_processes_are_not_reachable() {
          ls /proc | grep -c '^[0-9]'"
     );
     let log = f.run_ok(&script);
-    // pid 1 is the sandbox's reaper (still uid 0 of the host, so closed to the step); the step's
-    // own root is the rootfs; the pid namespace holds only the reaper, the shell and the
-    // pipeline's two processes.
+    // pid 1 is the sandbox's reaper (still uid 0 of the host, so closed to the step, and
+    // invisible in a hidepid=2 /proc); the step's own root is the rootfs; /proc lists only the
+    // shell and the pipeline's two processes.
     assert_eq!(
         log,
-        "no-path\nno-proc-root\nno-pid1-root\nbin dev in out proc tmp work \n4\n"
+        "no-path\nno-proc-root\nno-pid1-root\nbin dev in out proc tmp work \n3\n"
     );
 }
 

@@ -1,0 +1,391 @@
+//! The step's cgroup: resource limits over every process of the step together, the usage and
+//! limit events read back at the end, and the kill that makes sure nothing of the step
+//! outlives it.
+//!
+//! # Shape
+//!
+//! [`StepCgroup`] is the one interface; [`v1`] and [`v2`] implement it over the cgroup
+//! filesystem (plain reads and writes, no library). [`create`] picks one at run time: cgroup v2
+//! when `/sys/fs/cgroup/cgroup.controllers` lists `memory` and `pids`, else the v1 hierarchies
+//! found in `/proc/self/mountinfo` (`memory`, `pids`, `cpu`, `cpuacct`, and `freezer` when
+//! mounted). On a hybrid machine (v1 controllers plus a cgroup2 mount at
+//! `/sys/fs/cgroup/unified` that holds no controller) that is v1.
+//!
+//! # Where the cgroups live
+//!
+//! Every step gets `kiln/<helper pid>-<helper start time>` under a *kiln parent*:
+//!
+//! - v1: under the helper's own cgroup in each hierarchy (`/proc/self/cgroup`), so the step
+//!   stays inside whatever limits the worker itself runs under;
+//! - v2: next to the helper's own cgroup (`<parent of own>/kiln`), because v2 forbids
+//!   processes in a cgroup whose controllers are delegated to children: the worker must run in
+//!   a leaf of a delegated subtree (e.g. systemd `Delegate=yes` and a `worker/` sub-cgroup).
+//!
+//! The name identifies the helper that owns the cgroup. A helper killed before it could clean
+//! up (SIGKILL, OOM, power cut of the worker) leaves its cgroup behind; the next helper sweeps
+//! every child whose owner is no longer alive ([`sweep`]) before it creates its own.
+//!
+//! # Order
+//!
+//! The helper creates the cgroup and writes the limits, moves *itself* in, `clone3`s the
+//! step's pid 1 (born in the cgroup, and its cgroup namespace is rooted there: the step sees
+//! `/` as its cgroup, not the host path), then moves itself back out. When pid 1 is gone the
+//! helper kills whatever is left in the cgroup ([`StepCgroup::kill_all`]), reads usage and
+//! events, and removes the directories. [`Guard`] does the kill and removal on every early
+//! return too.
+//!
+//! # Deliberately absent
+//!
+//! No rlimits (per process, see the pid 1 code), no I/O or cpuset limits, no memory
+//! reservation or soft limits, no use of `CLONE_INTO_CGROUP` (works on v2 only; moving the
+//! helper works on both).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::SetupError;
+use crate::run::{LimitEvent, ResourceUsage};
+use crate::spec::Limits;
+
+mod file;
+pub(crate) mod v1;
+pub(crate) mod v2;
+
+/// Where cgroup filesystems are mounted on every Linux distribution kiln supports.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The directory steps' cgroups are created in, under the kiln parent.
+const KILN_DIR: &str = "kiln";
+/// CFS period used for CPU bandwidth, in microseconds (the kernel's default).
+const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel accepts, in microseconds.
+const MIN_CPU_QUOTA_US: u64 = 1_000;
+/// How long [`StepCgroup::kill_all`] keeps killing before it reports survivors.
+const KILL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One step's cgroup, in whichever cgroup version the machine has.
+pub(crate) trait StepCgroup {
+    /// Moves process `pid` (all its threads) into the cgroup; its future children are born
+    /// there.
+    fn add(&self, pid: Pid) -> Result<(), SetupError>;
+
+    /// Moves process `pid` back to the cgroups the helper started in.
+    fn move_back(&self, pid: Pid) -> Result<(), SetupError>;
+
+    /// Pids of the processes in the cgroup now.
+    fn procs(&self) -> Result<Vec<Pid>, SetupError>;
+
+    /// Kills every process in the cgroup and waits until it is empty.
+    fn kill_all(&self) -> Result<(), SetupError>;
+
+    /// Peak memory, CPU time and peak pids so far.
+    fn usage(&self) -> Result<ResourceUsage, SetupError>;
+
+    /// OOM kills and refused forks so far (never [`LimitEvent::Timeout`]: the helper knows
+    /// about that one).
+    fn events(&self) -> Result<Vec<LimitEvent>, SetupError>;
+
+    /// Removes the cgroup directories; the cgroup must be empty. Idempotent.
+    fn remove(&mut self) -> Result<(), SetupError>;
+}
+
+/// Which cgroup version the machine offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Unified hierarchy with `memory` and `pids`: the helper's own cgroup directory and the
+    /// `kiln` directory next to it.
+    V2 { own: PathBuf, kiln: PathBuf },
+    /// Separate hierarchies: the helper's own cgroup directory in each.
+    V1(v1::OwnDirs),
+}
+
+/// Finds the machine's cgroup layout and the helper's place in it.
+pub(crate) fn detect() -> Result<Layout, SetupError> {
+    let root = Path::new(CGROUP_ROOT);
+    let proc_cgroup = file::read(Path::new("/proc/self/cgroup"))?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let words: Vec<&str> = controllers.split_whitespace().collect();
+    if words.contains(&"memory") && words.contains(&"pids") {
+        let own = v2::own_dir(root, &proc_cgroup)?;
+        let kiln = v2::kiln_parent(root, &own);
+        return Ok(Layout::V2 { own, kiln });
+    }
+    let mountinfo = file::read(Path::new("/proc/self/mountinfo"))?;
+    v1::own_dirs(&mountinfo, &proc_cgroup).map(Layout::V1)
+}
+
+/// The directories under which steps' cgroups are created for processes in the caller's
+/// cgroups (one per v1 hierarchy, one on v2). For health checks and tests: after every step
+/// ended, they hold no child whose owning helper is gone.
+pub fn step_cgroup_parents() -> Result<Vec<PathBuf>, SetupError> {
+    Ok(match detect()? {
+        Layout::V2 { kiln, .. } => vec![kiln],
+        Layout::V1(own) => own.kiln_parents(),
+    })
+}
+
+/// Sweeps stale step cgroups, then creates this helper's, with `limits` written.
+pub(crate) fn create(limits: &Limits) -> Result<Guard, SetupError> {
+    let name = own_name()?;
+    let layout = detect()?;
+    let cgroup: Box<dyn StepCgroup> = match layout {
+        Layout::V2 { own, kiln } => {
+            sweep(std::slice::from_ref(&kiln));
+            Box::new(v2::V2::create(&kiln, &name, own, limits)?)
+        }
+        Layout::V1(own) => {
+            sweep(&own.kiln_parents());
+            Box::new(v1::V1::create(&own, &name, limits)?)
+        }
+    };
+    Ok(Guard {
+        cgroup: Some(cgroup),
+    })
+}
+
+/// A step cgroup that is killed and removed when dropped, whatever happened before.
+pub(crate) struct Guard {
+    cgroup: Option<Box<dyn StepCgroup>>,
+}
+
+impl Guard {
+    pub(crate) fn get(&self) -> &dyn StepCgroup {
+        self.cgroup
+            .as_deref()
+            .expect("only `finish` takes the cgroup")
+    }
+
+    /// Kills what is left of the step, reads usage and events, removes the cgroup.
+    pub(crate) fn finish(mut self) -> Result<(ResourceUsage, Vec<LimitEvent>), SetupError> {
+        let mut cgroup = self.cgroup.take().expect("only `finish` takes the cgroup");
+        cgroup.kill_all()?;
+        let usage = cgroup.usage()?;
+        let events = cgroup.events()?;
+        cgroup.remove()?;
+        Ok((usage, events))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut cgroup) = self.cgroup.take() {
+            let killed = cgroup.kill_all();
+            let removed = cgroup.remove();
+            if killed.is_err() || removed.is_err() {
+                tracing::error!(?killed, ?removed, "cannot clean up the step's cgroup");
+            }
+        }
+    }
+}
+
+/// `<pid>-<start time in clock ticks since boot>` of this process: unique among live
+/// processes, and tells a later helper whether the owner is still alive.
+fn own_name() -> Result<String, SetupError> {
+    let pid = std::process::id();
+    let started = start_time(pid).ok_or_else(|| SetupError::CgroupRead {
+        path: "/proc/self/stat".into(),
+        source: Errno::EINVAL,
+    })?;
+    Ok(format!("{pid}-{started}"))
+}
+
+/// Field 22 of `/proc/<pid>/stat`, if the process exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may contain spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3, so field 22 is the 20th word.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the step cgroup called `name` belongs to a helper that is gone. Names kiln did not
+/// make are never stale: they are left alone.
+fn is_stale(name: &str) -> bool {
+    let Some((pid, started)) = name.split_once('-') else {
+        return false;
+    };
+    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else {
+        return false;
+    };
+    start_time(pid) != Some(started)
+}
+
+/// Kills and removes every step cgroup under `parents` whose owning helper is gone. Best
+/// effort: a cgroup that cannot be removed now is tried again by the next helper.
+pub(crate) fn sweep(parents: &[PathBuf]) {
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !entry.path().is_dir() || !is_stale(&name.to_string_lossy()) {
+                continue;
+            }
+            let dir = entry.path();
+            let killed = kill_until_empty(&dir, None);
+            let removed = file::remove_dir(&dir);
+            tracing::warn!(cgroup = %dir.display(), ?killed, ?removed, "swept a stale step cgroup");
+        }
+    }
+}
+
+/// SIGKILLs every process listed in `dir/cgroup.procs` until none is left or
+/// [`KILL_PATIENCE`] passed. `freeze`, if given, freezes (`true`) and thaws (`false`) the
+/// cgroup around each round: while frozen nothing in it can fork, or exit and free its pid
+/// for reuse, between the read and the kill.
+pub(crate) fn kill_until_empty(
+    dir: &Path,
+    freeze: Option<&dyn Fn(bool)>,
+) -> Result<(), SetupError> {
+    // The usual case: pid 1's exit already emptied the cgroup; no need to freeze it.
+    if file::pids(&dir.join("cgroup.procs"))?.is_empty() {
+        return Ok(());
+    }
+    let give_up = Instant::now() + KILL_PATIENCE;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if let Some(freeze) = freeze {
+            freeze(true);
+        }
+        let procs = file::pids(&dir.join("cgroup.procs"));
+        let signalled = procs.as_deref().map_or(Ok(()), |procs| {
+            for pid in procs {
+                match kill(*pid, Signal::SIGKILL) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(source) => return Err(source),
+                }
+            }
+            Ok(())
+        });
+        if let Some(freeze) = freeze {
+            // Killed tasks die as soon as they are thawed.
+            freeze(false);
+        }
+        let procs = procs?;
+        signalled.map_err(|source| SetupError::CgroupSignal {
+            path: dir.to_owned(),
+            source,
+        })?;
+        if procs.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            return Err(SetupError::CgroupKill {
+                path: dir.to_owned(),
+                left: procs.len(),
+            });
+        }
+        // Dying processes leave the cgroup when they have exited, not when signalled.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// CFS quota in microseconds per [`CPU_PERIOD_US`] for `millicpus` thousandths of a CPU.
+pub(crate) fn cpu_quota_us(millicpus: u64) -> u64 {
+    (millicpus.saturating_mul(CPU_PERIOD_US) / 1000).max(MIN_CPU_QUOTA_US)
+}
+
+/// The value of `key` in a flat keyed file (`key value` per line), e.g. `memory.events`.
+pub(crate) fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_with_parentheses_in_the_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 \
+                    1000 100 18446744073709551615";
+        assert_eq!(parse_start_time(stat), Some(123_456));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn own_name_is_not_stale_and_dead_or_foreign_names_are() {
+        let name = own_name().unwrap();
+        assert!(!is_stale(&name), "{name}");
+        let pid = std::process::id();
+        assert!(is_stale(&format!("{pid}-1")), "same pid, other start time");
+        assert!(is_stale(&format!("{}-5", u32::MAX)), "no such process");
+        for foreign in ["system.slice", "a-b", "12", "-", ""] {
+            assert!(!is_stale(foreign), "{foreign:?} is not kiln's: leave it");
+        }
+    }
+
+    #[test]
+    fn cpu_quota_scales_and_respects_the_kernel_minimum() {
+        assert_eq!(cpu_quota_us(1000), 100_000);
+        assert_eq!(cpu_quota_us(1500), 150_000);
+        assert_eq!(cpu_quota_us(500), 50_000);
+        assert_eq!(cpu_quota_us(1), MIN_CPU_QUOTA_US);
+        assert_eq!(cpu_quota_us(u64::MAX), u64::MAX / 1000);
+    }
+
+    /// Real cgroups, as root: the kill works on its own, with no pid namespace to help it.
+    #[test]
+    fn kill_all_empties_the_cgroup_and_finish_removes_it() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            pids: 16,
+            millicpus: 1000,
+            open_files: 64,
+        };
+        let guard = create(&limits).unwrap();
+        // The shell forks its two sleeps only once it is in the cgroup.
+        let mut shell = Command::new("/bin/sh")
+            .args(["-c", "read go; sleep 1000 & exec sleep 1000"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        guard.get().add(Pid::from_raw(shell.id() as i32)).unwrap();
+        shell.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while guard.get().procs().unwrap().len() < 2 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(guard.get().procs().unwrap().len(), 2, "shell and its sleep");
+        guard.get().kill_all().unwrap();
+        assert_eq!(guard.get().procs().unwrap(), []);
+        let status = shell.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        let (usage, events) = guard.finish().unwrap();
+        assert!(usage.peak_pids >= 2, "{usage:?}");
+        assert_eq!(events, []);
+        let name = own_name().unwrap();
+        for parent in step_cgroup_parents().unwrap() {
+            assert!(
+                !parent.join(&name).exists(),
+                "{} left behind",
+                parent.display()
+            );
+        }
+    }
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let events = "low 0\nhigh 3\nmax 7\noom 1\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(keyed(events, "oom_kill"), Some(2));
+        assert_eq!(keyed(events, "max"), Some(7));
+        assert_eq!(keyed(events, "oom"), Some(1));
+        assert_eq!(keyed(events, "missing"), None);
+    }
+}
