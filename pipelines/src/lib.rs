@@ -16,6 +16,7 @@ mod duration;
 mod graph;
 mod model;
 mod raw;
+mod resources;
 mod suggest;
 mod validate;
 mod yaml;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kiln_core::{MirrorRef, Sha256Digest};
+use kiln_core::{MirrorRef, ResourceRequest, Sha256Digest};
 
 /// A checked pipeline. Every name is valid and unique, every reference resolves, and
 /// [`Pipeline::steps`] is in an order where each step comes after the steps it needs.
@@ -73,6 +73,7 @@ pub struct Step {
     pub(crate) outputs: Vec<String>,
     pub(crate) timeout: Duration,
     pub(crate) env: BTreeMap<String, String>,
+    pub(crate) resources: ResourceRequest,
 }
 
 impl Step {
@@ -109,6 +110,12 @@ impl Step {
     /// The declared environment; never sets `PATH`, `HOME` or `SOURCE_DATE_EPOCH`.
     pub fn env(&self) -> &BTreeMap<String, String> {
         &self.env
+    }
+
+    /// The limits the step asks for (`resources:`); `None` where the worker's default applies.
+    /// Every value given is within the bounds documented in the JSON Schema.
+    pub fn resources(&self) -> ResourceRequest {
+        self.resources
     }
 }
 

@@ -214,6 +214,55 @@ pub(crate) struct RawStep {
         "additionalProperties" = { "type": ["string", "number", "boolean"] }
     ))]
     pub env: NodeMap<Node<String>>,
+    /// Limits for the whole step (every process it starts); the worker's defaults fill gaps.
+    #[serde(default)]
+    pub resources: Option<RawResources>,
+}
+
+/// A step's resource limits, each optional. Values are kept as the scalar's text and parsed
+/// exactly (no float rounding of `cpus`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
+pub(crate) struct RawResources {
+    /// Memory of the whole step (RSS, page cache, tmpfs pages): bytes, or a whole number of
+    /// KiB, MiB or GiB such as `512MiB`; at least 4MiB. Past it the kernel kills the step.
+    #[serde(default)]
+    #[schemars(schema_with = "memory_schema")]
+    pub memory: Option<Node<String>>,
+    /// Most processes and threads alive at once, 8 to 4194304.
+    #[serde(default)]
+    #[schemars(schema_with = "pids_schema")]
+    pub pids: Option<Node<String>>,
+    /// CPU bandwidth in CPUs, such as `1.5`; 0.01 to 1024, at most three decimals.
+    #[serde(default)]
+    #[schemars(schema_with = "cpus_schema")]
+    pub cpus: Option<Node<String>>,
+}
+
+fn memory_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "oneOf": [
+            { "type": "integer", "minimum": crate::resources::MIN_MEMORY },
+            { "type": "string", "pattern": "^[0-9]+(KiB|MiB|GiB)?$" }
+        ]
+    })
+}
+
+fn pids_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "integer",
+        "minimum": crate::resources::MIN_PIDS,
+        "maximum": crate::resources::MAX_PIDS
+    })
+}
+
+fn cpus_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "number",
+        "minimum": 0.01,
+        "maximum": 1024
+    })
 }
 
 /// A published artifact: one output of one step.

@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kiln_core::{MirrorRef, Sha256Digest};
+use kiln_core::{MirrorRef, ResourceRequest, Sha256Digest};
 
 use crate::duration::parse_timeout;
 use crate::graph::{Edge, topo_order};
 use crate::model::{Artifact, DEFAULT_TIMEOUT, InputDecl, Pipeline, Step};
-use crate::raw::{Node, NodeMap, Pos, RawArtifact, RawInput, RawPipeline, RawStep};
+use crate::raw::{Node, NodeMap, Pos, RawArtifact, RawInput, RawPipeline, RawResources, RawStep};
+use crate::resources::{ResourceError, parse_cpus, parse_memory, parse_pids};
 use crate::suggest::did_you_mean;
 
 /// One problem found in a pipeline, before it is tied to a file name.
@@ -220,7 +221,37 @@ impl Checker {
             outputs: self.outputs(name, &raw.outputs),
             timeout: self.timeout(raw.timeout.as_ref()),
             env: self.env(name, &raw.env),
+            resources: self.resources(raw.resources.as_ref()),
         }
+    }
+
+    fn resources(&mut self, raw: Option<&RawResources>) -> ResourceRequest {
+        let Some(raw) = raw else {
+            return ResourceRequest::default();
+        };
+        ResourceRequest {
+            memory_bytes: self.resource(raw.memory.as_ref(), parse_memory),
+            pids: self.resource(raw.pids.as_ref(), parse_pids),
+            millicpus: self.resource(raw.cpus.as_ref(), parse_cpus),
+        }
+    }
+
+    fn resource(
+        &mut self,
+        node: Option<&Node<String>>,
+        parse: fn(&str) -> Result<u64, ResourceError>,
+    ) -> Option<u64> {
+        let node = node?;
+        // Parse what a message would show: a valid value is short and plain, so it is the
+        // same text; a hostile one is cut short and escaped before it can reach the output.
+        let escaped = crate::diagnostic::escape_controls(&node.value);
+        let text = match escaped.char_indices().nth(40) {
+            Some((cut, _)) => format!("{}…", &escaped[..cut]),
+            None => escaped,
+        };
+        parse(&text)
+            .map_err(|e| self.err(node.at, e.to_string()))
+            .ok()
     }
 
     fn step_inputs(&mut self, step: &str, used: &[Node<String>], declared: &[&str]) -> Vec<String> {

@@ -134,3 +134,25 @@ fn demo_example_parses() {
             .contains("\"hello from kiln\"")
     );
 }
+
+#[test]
+fn resources_are_parsed_exactly_and_absent_ones_stay_unset() {
+    let text = "version: 1\nname: demo\nrootfs: base@1\nsteps:\n\
+        - { name: all, run: make, resources: { memory: 512MiB, pids: 256, cpus: 1.5 } }\n\
+        - { name: bytes, run: make, resources: { memory: 67108864, cpus: 0.1 } }\n\
+        - { name: none, run: make }\n";
+    let p = parse("r.yaml", text).unwrap_or_else(|d| panic!("{d}"));
+    let all = p.step("all").unwrap().resources();
+    assert_eq!(all.memory_bytes, Some(512 << 20));
+    assert_eq!(all.pids, Some(256));
+    assert_eq!(all.millicpus, Some(1500));
+    let bytes = p.step("bytes").unwrap().resources();
+    assert_eq!(bytes.memory_bytes, Some(64 << 20));
+    assert_eq!(bytes.pids, None);
+    assert_eq!(
+        bytes.millicpus,
+        Some(100),
+        "0.1 CPU is exactly 100 thousandths"
+    );
+    assert_eq!(p.step("none").unwrap().resources(), Default::default());
+}
