@@ -463,7 +463,18 @@ pub(crate) mod tests {
                 scratch_bytes: 1 << 30,
                 timeout_secs: 600,
                 mounts: vec!["/in:ro".into(), "/out:rw".into()],
+                limits: kiln_core::LimitsRecord {
+                    memory_bytes: 1 << 30,
+                    pids: 1024,
+                    millicpus: 2000,
+                    open_files: 4096,
+                },
+                rlimits: "RLIMIT_CORE=0".into(),
+                seccomp: "deny-list".into(),
+                seccomp_sha256: "00".repeat(32),
             },
+            usage: kiln_core::UsageRecord::default(),
+            events: Vec::new(),
         }
     }
 

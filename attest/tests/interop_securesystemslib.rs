@@ -81,7 +81,18 @@ fn statement_and_artifact() -> (kiln_attest::Statement<kiln_attest::Provenance>,
             scratch_bytes: 1 << 20,
             timeout_secs: 60,
             mounts: vec![],
+            limits: kiln_core::LimitsRecord {
+                memory_bytes: 1 << 30,
+                pids: 1024,
+                millicpus: 2000,
+                open_files: 4096,
+            },
+            rlimits: "RLIMIT_CORE=0".into(),
+            seccomp: "deny-list".into(),
+            seccomp_sha256: "00".repeat(32),
         },
+        usage: kiln_core::UsageRecord::default(),
+        events: Vec::new(),
     };
     let steps = [step];
     let statement = build_statement(&ProvenanceRequest {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_core::{ExitRecord, Sha256Digest, StepRecord, StepSpec};
+use kiln_core::{ExitRecord, LimitEventRecord, Sha256Digest, StepRecord, StepSpec};
 use kiln_daemon::publish::PublishedArtifact;
 use kiln_daemon::{BoxFuture, Controller, PipelineSource, RunEvent, StepExecutor};
 use kiln_pipelines::Pipeline;
@@ -175,26 +175,33 @@ fn show_event(controller: &Controller, event: RunEvent<'_>) {
     match event {
         RunEvent::StepStarted { step } => eprintln!("  [run ] {step}"),
         RunEvent::StepSkipped { step, because } => eprintln!("  [skip] {step}: {because}"),
-        RunEvent::StepFinished { record } => {
-            let secs = (record.finished_on - record.started_on).as_seconds_f64();
-            match &record.exit {
-                ExitRecord::Exited { code: 0 } => {
-                    eprintln!(
-                        "  [ ok ] {} ({secs:.2}s, {} output files)",
-                        record.step,
-                        record.outputs.len()
-                    )
-                }
-                exit => {
-                    eprintln!(
-                        "  [FAIL] {} ({secs:.2}s): {}",
-                        record.step,
-                        describe_exit(exit)
-                    );
-                    show_log_tail(controller, record);
-                }
-            }
+        RunEvent::StepFinished { record } => show_finished(controller, record),
+    }
+}
+
+fn show_finished(controller: &Controller, record: &StepRecord) {
+    let secs = (record.finished_on - record.started_on).as_seconds_f64();
+    if record.exit.success() {
+        let files = record.outputs.len();
+        eprintln!(
+            "  [ ok ] {} ({secs:.2}s, {files} output file(s))",
+            record.step
+        );
+    } else {
+        eprintln!(
+            "  [FAIL] {} ({secs:.2}s): {}",
+            record.step,
+            describe_exit(&record.exit)
+        );
+    }
+    // Memory and timeout events already explain the exit; a pids limit may not have ended it.
+    for event in &record.events {
+        if let LimitEventRecord::PidsLimit { limit } = event {
+            eprintln!("         pids limit {limit} reached");
         }
+    }
+    if !record.exit.success() {
+        show_log_tail(controller, record);
     }
 }
 
@@ -203,7 +210,7 @@ fn describe_exit(exit: &ExitRecord) -> String {
         ExitRecord::Exited { code } => format!("exited with status {code}"),
         ExitRecord::Signaled { signal } => format!("killed by signal {signal}"),
         ExitRecord::TimedOut { after_secs } => format!("timed out after {after_secs}s"),
-        ExitRecord::Failed { reason } => reason.clone(),
+        ExitRecord::Killed { reason } | ExitRecord::Failed { reason } => reason.clone(),
     }
 }
 

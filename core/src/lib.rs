@@ -13,5 +13,8 @@ pub mod spec;
 
 pub use digest::{DigestError, Sha256Digest};
 pub use mirror_ref::{MirrorRef, MirrorRefError};
-pub use record::{ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord};
+pub use record::{
+    ExitRecord, LimitEventRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord,
+    UsageRecord,
+};
 pub use spec::{BlobKind, InputSource, MirrorInput, ResourceRequest, StagedInput, StepSpec};

@@ -31,6 +31,10 @@ pub enum ExitRecord {
     TimedOut {
         after_secs: u64,
     },
+    /// The kernel killed the step at a resource limit, e.g. `killed: memory limit 512MiB exceeded`.
+    Killed {
+        reason: String,
+    },
     /// The step could not be run, or its outputs were refused.
     Failed {
         reason: String,
@@ -62,6 +66,35 @@ pub struct SandboxRecord {
     pub timeout_secs: u64,
     pub mounts: Vec<String>,
     pub limits: LimitsRecord,
+    /// Per-process limits applied inside, e.g. `RLIMIT_CORE=0, RLIMIT_NOFILE=4096`.
+    pub rlimits: String,
+    /// One line on the seccomp filter.
+    pub seccomp: String,
+    /// Hex sha256 of the seccomp filter's BPF program as installed.
+    pub seccomp_sha256: String,
+}
+
+/// What the whole step (every process it started) used, read from its cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub peak_memory_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu_time_ms: u64,
+    pub peak_pids: u64,
+}
+
+/// A limit the step ran into.
+///
+/// Counted: OOM kills, forks refused at the pids limit, the timeout. Not counted: CPU
+/// throttling, a full scratch tmpfs or `/out` (the step sees ENOSPC), rlimits, and seccomp
+/// denials (the filter returns EPERM; the kernel offers no per-filter counter without
+/// user-notification, which would put the worker in every denied call's path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LimitEventRecord {
+    MemoryLimit { limit_bytes: u64 },
+    PidsLimit { limit: u64 },
+    Timeout,
 }
 
 /// The resource limits a step ran under.
@@ -91,9 +124,13 @@ pub struct StepRecord {
     pub finished_on: OffsetDateTime,
     pub log: LogRecord,
     pub sandbox: SandboxRecord,
+    /// Resource peaks; zero when the step never started.
+    pub usage: UsageRecord,
+    /// Limits the step ran into, in the order memory, pids, timeout.
+    pub events: Vec<LimitEventRecord>,
 }
 
 impl StepRecord {
     /// The schema identifier of this record format.
-    pub const SCHEMA: &'static str = "https://kiln.dev/step-record/v1";
+    pub const SCHEMA: &'static str = "https://kiln.dev/step-record/v2";
 }

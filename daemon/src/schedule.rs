@@ -53,7 +53,7 @@ fn step_spec(run: &AcceptedRun, step: &Step, records: &BTreeMap<String, StepReco
         outputs: step.outputs().to_vec(),
         timeout_secs: step.timeout().as_secs().max(1),
         source_date_epoch: run.pipeline.source_date_epoch(),
-        resources: Default::default(),
+        resources: step.resources(),
     }
 }
 

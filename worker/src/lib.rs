@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_core::{
-    ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord, StepSpec,
+    ExitRecord, LimitEventRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord,
+    StepSpec, UsageRecord,
 };
 use kiln_mirror::BlobStore;
-use kiln_sandbox::{HelperCommand, IdMap, Limits, Outcome, SandboxSpec};
+use kiln_sandbox::{HelperCommand, IdMap, LimitEvent, Limits, Outcome, RunReport, SandboxSpec};
 use out_fs::OutFs;
 use slots::{Slot, SlotPool};
 use time::OffsetDateTime;
@@ -120,6 +121,8 @@ struct Executed {
     exit: ExitRecord,
     outputs: Vec<OutputRecord>,
     sandbox: Option<SandboxRecord>,
+    usage: UsageRecord,
+    events: Vec<LimitEventRecord>,
 }
 
 impl Inner {
@@ -137,9 +140,11 @@ impl Inner {
                     exit: ExitRecord::Failed { reason },
                     outputs: Vec::new(),
                     sandbox: None,
+                    usage: UsageRecord::default(),
+                    events: Vec::new(),
                 }
             });
-        if let ExitRecord::Failed { reason } = &executed.exit {
+        if let ExitRecord::Failed { reason } | ExitRecord::Killed { reason } = &executed.exit {
             append_line(&log_path, &format!("kiln: step failed: {reason}"));
         }
         let log = self.store_log(&log_path);
@@ -158,6 +163,8 @@ impl Inner {
             started_on,
             finished_on: OffsetDateTime::now_utc(),
             log,
+            usage: executed.usage,
+            events: executed.events,
             sandbox: executed
                 .sandbox
                 .unwrap_or_else(|| self.sandbox_record(&spec, slot.host_id, &limits, None)),
@@ -227,28 +234,37 @@ impl Inner {
         let record =
             self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
         tracing::info!(step = %spec.step, run = %spec.run_id, host_uid = slot.host_id, "step started");
-        let outcome = kiln_sandbox::run(&self.config.helper, &sandbox_spec, log)?;
-        let exit = match outcome {
-            Outcome::Exited(code) => ExitRecord::Exited { code },
-            Outcome::Signaled(signal) => ExitRecord::Signaled { signal },
-            Outcome::TimedOut => ExitRecord::TimedOut {
-                after_secs: spec.timeout_secs,
-            },
-        };
-        let outputs = if exit.success() {
+        let report = kiln_sandbox::run_report(&self.config.helper, &sandbox_spec, log)?;
+        let exit = exit_record(&report, spec.timeout_secs);
+        let collected = if exit.success() {
             collect::collect(
                 &out_dir,
                 &spec.outputs,
                 &self.store,
                 self.config.max_output_bytes,
-            )?
+            )
         } else {
-            Vec::new()
+            Ok(Vec::new())
+        };
+        let (exit, outputs) = match collected {
+            Ok(outputs) => (exit, outputs),
+            Err(err) => (
+                ExitRecord::Failed {
+                    reason: error_chain(&err),
+                },
+                Vec::new(),
+            ),
         };
         Ok(Executed {
             exit,
             outputs,
             sandbox: Some(record),
+            usage: UsageRecord {
+                peak_memory_bytes: report.usage.peak_memory_bytes,
+                cpu_time_ms: report.usage.cpu_time.as_millis() as u64,
+                peak_pids: report.usage.peak_pids,
+            },
+            events: report.events.iter().map(|e| event_record(*e)).collect(),
         })
     }
 
@@ -259,23 +275,32 @@ impl Inner {
         limits: &Limits,
         description: Option<kiln_sandbox::Description>,
     ) -> SandboxRecord {
-        let (namespaces, mounts) = description
-            .map(|d| (d.namespaces, d.mounts))
-            .unwrap_or_default();
+        // A step that never reached the sandbox ran under nothing: empty settings.
+        let d = description.unwrap_or_else(|| kiln_sandbox::Description {
+            namespaces: Vec::new(),
+            mounts: Vec::new(),
+            identity: String::new(),
+            seccomp: String::new(),
+            seccomp_sha256: String::new(),
+            rlimits: String::new(),
+        });
         SandboxRecord {
-            namespaces,
+            namespaces: d.namespaces,
             network: "none (loopback only)".into(),
             host_uid: host_id,
             step_uid: STEP_ID,
             scratch_bytes: self.config.scratch_bytes,
             timeout_secs: spec.timeout_secs,
-            mounts,
+            mounts: d.mounts,
             limits: LimitsRecord {
                 memory_bytes: limits.memory_bytes,
                 pids: limits.pids,
                 millicpus: limits.millicpus,
                 open_files: limits.open_files,
             },
+            rlimits: d.rlimits,
+            seccomp: d.seccomp,
+            seccomp_sha256: d.seccomp_sha256,
         }
     }
 
@@ -300,6 +325,30 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// How the step ended; an OOM kill explains a death better than the signal or the shell's 137.
+fn exit_record(report: &RunReport, timeout_secs: u64) -> ExitRecord {
+    if let Some(event) = report.memory_limit() {
+        return ExitRecord::Killed {
+            reason: event.to_string(),
+        };
+    }
+    match report.outcome {
+        Outcome::Exited(code) => ExitRecord::Exited { code },
+        Outcome::Signaled(signal) => ExitRecord::Signaled { signal },
+        Outcome::TimedOut => ExitRecord::TimedOut {
+            after_secs: timeout_secs,
+        },
+    }
+}
+
+fn event_record(event: LimitEvent) -> LimitEventRecord {
+    match event {
+        LimitEvent::MemoryLimit { limit_bytes } => LimitEventRecord::MemoryLimit { limit_bytes },
+        LimitEvent::PidsLimit { limit } => LimitEventRecord::PidsLimit { limit },
+        LimitEvent::Timeout => LimitEventRecord::Timeout,
     }
 }
 
