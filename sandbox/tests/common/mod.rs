@@ -99,13 +99,26 @@ impl Fixture {
         }
     }
 
+    /// The host's mounts at or under this test's directory (where a leaked sandbox mount would
+    /// show: its rootfs, inputs and out dir live here). Mounts elsewhere belong to other tests
+    /// running at the same time, e.g. a worker's /out tmpfs.
+    fn mounts_here(&self) -> Vec<String> {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&root)))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Runs `spec`; returns the report and the log. Asserts the host's mounts did not change.
     pub fn run(&self, spec: &SandboxSpec) -> Result<(RunReport, String), SandboxError> {
-        let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let before = self.mounts_here();
         let log_path = self.dir.path().join("step.log");
         let log = fs::File::create(&log_path).unwrap();
         let report = kiln_sandbox::run_report(&helper(), spec, log);
-        let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let after = self.mounts_here();
         assert_eq!(before, after, "the sandbox left mounts behind on the host");
         let log = fs::read_to_string(&log_path).unwrap();
         report.map(|report| (report, log))
