@@ -78,3 +78,63 @@ fn hello_compiles_hermetically_and_its_provenance_verifies() {
         text(&ran)
     );
 }
+
+/// Ordinary build work — `make -j2` over several C files, a shell script with pipes, subshells
+/// and background jobs — runs unchanged under the hardened profile (seccomp, cgroups, rlimits).
+#[test]
+fn make_j2_and_shell_pipelines_work_under_the_hardened_profile() {
+    let env = Env::new();
+    let rootfs = toolchain_rootfs();
+    env.kiln_ok(&[
+        "mirror",
+        "import-rootfs",
+        rootfs.to_str().unwrap(),
+        "--name",
+        "gcc-toolchain@12",
+    ]);
+    env.write(
+        "src/Makefile",
+        "app: main.o util.o\n\tcc -o app main.o util.o\n%.o: %.c\n\tcc -O2 -c $< -o $@\n",
+    );
+    env.write("src/main.c", "#include <stdio.h>\nint util(void);\nint main(void) { printf(\"util=%d\\n\", util()); return 0; }\n");
+    env.write("src/util.c", "int util(void) { return 42; }\n");
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        env.path("src").to_str().unwrap(),
+        "--tree",
+        "--name",
+        "app-src@1",
+    ]);
+    let pipeline = env.write(
+        "build.yaml",
+        r#"version: 1
+name: build
+rootfs: gcc-toolchain@12
+inputs:
+  src: { mirror: app-src@1 }
+steps:
+  - name: build
+    inputs: [src]
+    run: cp -r /in/src /work/src && make -j2 -C /work/src && cp /work/src/app /out/app
+    outputs: [app]
+  - name: script
+    needs: [build]
+    run: |
+      set -e
+      (cd /work && /in/build/app | tr '=' ' ' > result) &
+      wait
+      read name value < /work/result
+      test "$name" = util && test "$value" = 42
+      echo "$(seq 1 100 | sort -rn | head -n 1)" | grep -qx 100
+      echo ok > /out/ok
+    outputs: [ok]
+artifacts:
+  - { name: app, from: build, path: app }
+"#,
+    );
+    let out = env.run(&pipeline);
+    assert!(out.status.success(), "{}", text(&out));
+    let ran = Command::new(env.path("out/app")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "util=42\n");
+}
