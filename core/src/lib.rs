@@ -6,6 +6,7 @@
 //! their shape is a versioned change.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod digest;
 pub mod mirror_ref;
 pub mod record;

@@ -1,0 +1,135 @@
+//! The HTTP API between `kiln daemon`, `kiln worker` and the team CLI: versioned wire types.
+//! Routes and semantics are documented in docs/api.md. Changing a shape here is an API change.
+
+/// Version 1 of the API (`/v1/...`).
+pub mod v1 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::{ExitRecord, Sha256Digest, StepRecord, StepSpec};
+
+    /// `POST /v1/runs`: submit a pipeline.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SubmitRun {
+        /// The file name the user gave; diagnostics and provenance name it.
+        pub pipeline_file: String,
+        /// The pipeline YAML, verbatim (its sha256 is what provenance records).
+        pub pipeline_yaml: String,
+        /// Client-chosen idempotency key: submitting the same id twice returns the first run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub request_id: Option<String>,
+    }
+
+    /// A refused submission: every diagnostic, one line each (`file:line:column: message`).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ErrorView {
+        pub error: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub diagnostics: Vec<String>,
+    }
+
+    /// A run's state.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RunState {
+        Running,
+        Succeeded,
+        Failed,
+        Cancelled,
+    }
+
+    /// A step's state.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum StepState {
+        Pending,
+        Leased,
+        Succeeded,
+        Failed,
+        Skipped,
+        Cancelled,
+    }
+
+    /// `GET /v1/runs/{id}`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RunView {
+        pub id: String,
+        pub pipeline_name: String,
+        pub state: RunState,
+        pub started_at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub finished_at: Option<String>,
+        pub steps: Vec<StepView>,
+        pub artifacts: Vec<ArtifactView>,
+    }
+
+    /// One step of a run.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StepView {
+        pub name: String,
+        pub state: StepState,
+        /// How many leases were handed out for this step.
+        pub attempts: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub worker: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub exit: Option<ExitRecord>,
+    }
+
+    /// A published artifact; its bytes are at `GET /v1/runs/{id}/artifacts/{name}` and its
+    /// provenance at `.../{name}/provenance`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ArtifactView {
+        pub name: String,
+        pub step: String,
+        pub sha256: Sha256Digest,
+        pub size: u64,
+    }
+
+    /// `POST /v1/workers`: a worker announces itself.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RegisterWorker {
+        pub name: String,
+        pub slots: u32,
+        #[serde(default)]
+        pub labels: BTreeMap<String, String>,
+    }
+
+    /// The answer to [`RegisterWorker`].
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct WorkerRegistered {
+        pub worker_id: String,
+    }
+
+    /// `POST /v1/leases`: a worker with a free slot asks for a step. `204 No Content` when
+    /// nothing is ready.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LeaseRequest {
+        pub worker_id: String,
+    }
+
+    /// A step handed to one worker until `deadline`, which heartbeats extend.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Lease {
+        pub lease_id: String,
+        /// Seconds the lease lives without a heartbeat.
+        pub ttl_secs: u64,
+        pub spec: StepSpec,
+    }
+
+    /// `POST /v1/leases/{lease_id}/heartbeat`; `409 Conflict` once the lease is gone.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Heartbeat {
+        pub worker_id: String,
+    }
+
+    /// `POST /v1/leases/{lease_id}/report`: the step's record. Every output and the log must
+    /// already be uploaded (`PUT /v1/blobs/{sha256}`). `409 Conflict` for a lease that expired
+    /// or was never this worker's: the report is refused and the step runs elsewhere.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StepReport {
+        pub worker_id: String,
+        pub record: StepRecord,
+    }
+}
