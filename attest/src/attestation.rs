@@ -6,6 +6,10 @@
 //! check the payload type, then parse the statement and check `_type`, `predicateType` and that
 //! the artifact's digest is a subject. Nothing in the payload is looked at before its signature
 //! verifies.
+//!
+//! Those checks live in one function, `check_envelope`, whichever file the envelope came from:
+//! [`verify_provenance`] runs it on each line of `ARTIFACT.intoto.jsonl`, and
+//! [`crate::bundle::verify_bundle`] on the envelope of `ARTIFACT.sigstore.json`.
 
 use kiln_core::Sha256Digest;
 
@@ -58,7 +62,7 @@ pub enum ArtifactRef<'a> {
 }
 
 impl ArtifactRef<'_> {
-    fn digest(self) -> Sha256Digest {
+    pub(crate) fn digest(self) -> Sha256Digest {
         match self {
             Self::Bytes(b) => Sha256Digest::of(b),
             Self::Digest(d) => d,
@@ -74,7 +78,8 @@ pub struct VerifiedProvenance {
     pub artifact: Sha256Digest,
     /// The key the signature verified under.
     pub keyid: KeyId,
-    /// 1-based line of the envelope in the provenance file.
+    /// 1-based line of the envelope in the provenance file; always 1 for a Sigstore bundle,
+    /// which holds exactly one envelope.
     pub line: usize,
 }
 
@@ -91,48 +96,13 @@ pub enum VerifyError {
         #[source]
         err: serde_json::Error,
     },
-    #[error("line {line}: the envelope has no signatures")]
-    NoSignatures { line: usize },
-    #[error(
-        "line {line}: the envelope has {count} signatures; at most {} are accepted",
-        dsse::MAX_SIGNATURES
-    )]
-    TooManySignatures { line: usize, count: usize },
-    #[error(
-        "line {line}: signature invalid: no signature verifies under key {keyid}; the provenance was altered or signed by another key"
-    )]
-    SignatureInvalid { line: usize, keyid: KeyId },
-    #[error(
-        "line {line}: payloadType is {found:?}, expected {:?}",
-        intoto::PAYLOAD_TYPE
-    )]
-    PayloadType { line: usize, found: String },
-    #[error("line {line}: the payload is not an in-toto statement")]
-    Statement {
+    /// The envelope parsed but failed a check; `err` says which. Its message is part of this
+    /// one, so `err` is not also reported as the source.
+    #[error("line {line}: {err}")]
+    Check {
         line: usize,
-        #[source]
-        err: serde_json::Error,
+        err: EnvelopeCheckError,
     },
-    #[error(
-        "line {line}: statement _type is {found:?}, expected {:?}",
-        intoto::STATEMENT_TYPE
-    )]
-    StatementType { line: usize, found: String },
-    #[error(
-        "line {line}: predicateType is {found:?}, expected {:?}",
-        slsa::PREDICATE_TYPE
-    )]
-    PredicateType { line: usize, found: String },
-    #[error("line {line}: the predicate is not SLSA provenance v1")]
-    Predicate {
-        line: usize,
-        #[source]
-        err: serde_json::Error,
-    },
-    #[error(
-        "line {line}: artifact sha256:{digest} is not a subject of this provenance: the artifact differs from the one that was built"
-    )]
-    ArtifactNotASubject { line: usize, digest: Sha256Digest },
 }
 
 impl VerifyError {
@@ -142,12 +112,51 @@ impl VerifyError {
         match self {
             Self::Empty | Self::TooManyEnvelopes => 0,
             Self::Envelope { .. } => 1,
-            Self::NoSignatures { .. } | Self::TooManySignatures { .. } => 2,
-            Self::SignatureInvalid { .. } => 3,
-            Self::PayloadType { .. } => 4,
-            Self::Statement { .. } | Self::StatementType { .. } => 5,
-            Self::PredicateType { .. } | Self::Predicate { .. } => 6,
-            Self::ArtifactNotASubject { .. } => 7,
+            Self::Check { err, .. } => 2 + err.stage(),
+        }
+    }
+}
+
+/// Why one parsed DSSE envelope does not vouch for an artifact, wherever the envelope came from.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeCheckError {
+    #[error("the envelope has no signatures")]
+    NoSignatures,
+    #[error(
+        "the envelope has {count} signatures; at most {} are accepted",
+        dsse::MAX_SIGNATURES
+    )]
+    TooManySignatures { count: usize },
+    #[error(
+        "signature invalid: no signature verifies under key {keyid}; the provenance was altered or signed by another key"
+    )]
+    SignatureInvalid { keyid: KeyId },
+    #[error("payloadType is {found:?}, expected {:?}", intoto::PAYLOAD_TYPE)]
+    PayloadType { found: String },
+    #[error("the payload is not an in-toto statement")]
+    Statement(#[source] serde_json::Error),
+    #[error("statement _type is {found:?}, expected {:?}", intoto::STATEMENT_TYPE)]
+    StatementType { found: String },
+    #[error("predicateType is {found:?}, expected {:?}", slsa::PREDICATE_TYPE)]
+    PredicateType { found: String },
+    #[error("the predicate is not SLSA provenance v1")]
+    Predicate(#[source] serde_json::Error),
+    #[error(
+        "artifact sha256:{digest} is not a subject of this provenance: the artifact differs from the one that was built"
+    )]
+    ArtifactNotASubject { digest: Sha256Digest },
+}
+
+impl EnvelopeCheckError {
+    /// How far the checks got: later checks mean the envelope was more nearly right.
+    fn stage(&self) -> u8 {
+        match self {
+            Self::NoSignatures | Self::TooManySignatures { .. } => 0,
+            Self::SignatureInvalid { .. } => 1,
+            Self::PayloadType { .. } => 2,
+            Self::Statement(_) | Self::StatementType { .. } => 3,
+            Self::PredicateType { .. } | Self::Predicate(_) => 4,
+            Self::ArtifactNotASubject { .. } => 5,
         }
     }
 }
@@ -201,54 +210,68 @@ fn verify_line(
 ) -> Result<VerifiedProvenance, VerifyError> {
     let env: Envelope =
         serde_json::from_str(text).map_err(|err| VerifyError::Envelope { line, err })?;
-    let payload = dsse::verify(&env, key).map_err(|e| match e {
-        DsseError::NoSignatures => VerifyError::NoSignatures { line },
-        DsseError::TooManySignatures { count } => VerifyError::TooManySignatures { line, count },
+    let statement =
+        check_envelope(&env, digest, key).map_err(|err| VerifyError::Check { line, err })?;
+    Ok(VerifiedProvenance {
+        statement,
+        artifact: digest,
+        keyid: key.keyid().clone(),
+        line,
+    })
+}
+
+/// Runs every check on one envelope: a signature over the PAE verifies under `key`, then the
+/// payload is an in-toto Statement v1 carrying SLSA Provenance v1 whose subjects include
+/// `digest`. Returns the authenticated statement.
+///
+/// This is the one place these checks are made; every file format that carries an envelope
+/// calls it after decoding its own framing.
+pub(crate) fn check_envelope(
+    env: &Envelope,
+    digest: Sha256Digest,
+    key: &PublicKey,
+) -> Result<Statement<Provenance>, EnvelopeCheckError> {
+    let payload = dsse::verify(env, key).map_err(|e| match e {
+        DsseError::NoSignatures => EnvelopeCheckError::NoSignatures,
+        DsseError::TooManySignatures { count } => EnvelopeCheckError::TooManySignatures { count },
         // `Sign` cannot come out of `verify`; whatever it was, nothing verified.
-        DsseError::SignatureInvalid { .. } | DsseError::Sign(_) => VerifyError::SignatureInvalid {
-            line,
-            keyid: key.keyid().clone(),
-        },
+        DsseError::SignatureInvalid { .. } | DsseError::Sign(_) => {
+            EnvelopeCheckError::SignatureInvalid {
+                keyid: key.keyid().clone(),
+            }
+        }
     })?;
     if env.payload_type != intoto::PAYLOAD_TYPE {
-        return Err(VerifyError::PayloadType {
-            line,
-            found: env.payload_type,
+        return Err(EnvelopeCheckError::PayloadType {
+            found: env.payload_type.clone(),
         });
     }
     // Read the two type fields on their own first, so a statement of another kind is reported
     // as such rather than as a shape mismatch.
     let probe: TypeProbe =
-        serde_json::from_slice(payload).map_err(|err| VerifyError::Statement { line, err })?;
+        serde_json::from_slice(payload).map_err(EnvelopeCheckError::Statement)?;
     if probe.statement_type.as_deref() != Some(intoto::STATEMENT_TYPE) {
-        return Err(VerifyError::StatementType {
-            line,
+        return Err(EnvelopeCheckError::StatementType {
             found: probe.statement_type.unwrap_or_default(),
         });
     }
     if probe.predicate_type.as_deref() != Some(slsa::PREDICATE_TYPE) {
-        return Err(VerifyError::PredicateType {
-            line,
+        return Err(EnvelopeCheckError::PredicateType {
             found: probe.predicate_type.unwrap_or_default(),
         });
     }
     let raw: Statement<serde_json::Value> =
-        serde_json::from_slice(payload).map_err(|err| VerifyError::Statement { line, err })?;
-    let predicate: Provenance = serde_json::from_value(raw.predicate)
-        .map_err(|err| VerifyError::Predicate { line, err })?;
+        serde_json::from_slice(payload).map_err(EnvelopeCheckError::Statement)?;
+    let predicate: Provenance =
+        serde_json::from_value(raw.predicate).map_err(EnvelopeCheckError::Predicate)?;
     if !raw.subject.iter().any(|s| s.digest.sha256 == Some(digest)) {
-        return Err(VerifyError::ArtifactNotASubject { line, digest });
+        return Err(EnvelopeCheckError::ArtifactNotASubject { digest });
     }
-    Ok(VerifiedProvenance {
-        statement: Statement {
-            statement_type: raw.statement_type,
-            subject: raw.subject,
-            predicate_type: raw.predicate_type,
-            predicate,
-        },
-        artifact: digest,
-        keyid: key.keyid().clone(),
-        line,
+    Ok(Statement {
+        statement_type: raw.statement_type,
+        subject: raw.subject,
+        predicate_type: raw.predicate_type,
+        predicate,
     })
 }
 
@@ -317,7 +340,7 @@ mod tests {
         let err = verify_provenance(ArtifactRef::Bytes(&artifact), &s.jsonl, s.key.public_key())
             .unwrap_err();
         assert!(
-            matches!(err, VerifyError::ArtifactNotASubject { line: 1, digest } if digest == Sha256Digest::of(&artifact)),
+            matches!(err, VerifyError::Check { line: 1, err: EnvelopeCheckError::ArtifactNotASubject { digest } } if digest == Sha256Digest::of(&artifact)),
             "{err:?}"
         );
     }
@@ -334,7 +357,13 @@ mod tests {
         let err = verify_provenance(ArtifactRef::Bytes(&s.artifact), &jsonl, s.key.public_key())
             .unwrap_err();
         assert!(
-            matches!(err, VerifyError::SignatureInvalid { line: 1, .. }),
+            matches!(
+                err,
+                VerifyError::Check {
+                    line: 1,
+                    err: EnvelopeCheckError::SignatureInvalid { .. }
+                }
+            ),
             "{err:?}"
         );
     }
@@ -350,7 +379,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(err, VerifyError::SignatureInvalid { .. }),
+            matches!(
+                err,
+                VerifyError::Check {
+                    err: EnvelopeCheckError::SignatureInvalid { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
         // And an envelope re-signed by the other key does not pass under the right one.
@@ -360,7 +395,13 @@ mod tests {
         let err = verify_provenance(ArtifactRef::Bytes(&s.artifact), &jsonl, s.key.public_key())
             .unwrap_err();
         assert!(
-            matches!(err, VerifyError::SignatureInvalid { .. }),
+            matches!(
+                err,
+                VerifyError::Check {
+                    err: EnvelopeCheckError::SignatureInvalid { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -374,7 +415,7 @@ mod tests {
         let err = verify_provenance(ArtifactRef::Bytes(&s.artifact), &jsonl, s.key.public_key())
             .unwrap_err();
         assert!(
-            matches!(&err, VerifyError::PayloadType { found, .. } if found == "application/json"),
+            matches!(&err, VerifyError::Check { err: EnvelopeCheckError::PayloadType { found }, .. } if found == "application/json"),
             "{err:?}"
         );
         // Relabelling the type without re-signing breaks the signature instead.
@@ -384,7 +425,13 @@ mod tests {
         let err = verify_provenance(ArtifactRef::Bytes(&s.artifact), &jsonl, s.key.public_key())
             .unwrap_err();
         assert!(
-            matches!(err, VerifyError::SignatureInvalid { .. }),
+            matches!(
+                err,
+                VerifyError::Check {
+                    err: EnvelopeCheckError::SignatureInvalid { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -413,7 +460,11 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    VerifyError::StatementType { .. } | VerifyError::PredicateType { .. }
+                    VerifyError::Check {
+                        err: EnvelopeCheckError::StatementType { .. }
+                            | EnvelopeCheckError::PredicateType { .. },
+                        ..
+                    }
                 ),
                 "{err:?}"
             );
@@ -434,7 +485,13 @@ mod tests {
         let err =
             verify_provenance(ArtifactRef::Bytes(b"nope"), &jsonl, s.key.public_key()).unwrap_err();
         assert!(
-            matches!(err, VerifyError::ArtifactNotASubject { line: 3, .. }),
+            matches!(
+                err,
+                VerifyError::Check {
+                    line: 3,
+                    err: EnvelopeCheckError::ArtifactNotASubject { .. }
+                }
+            ),
             "{err:?}"
         );
         assert!(matches!(

@@ -6,7 +6,7 @@
 //!
 //! Invariant: an [`Envelope`] holds decoded bytes; base64 is handled only at the serde boundary.
 //! This module checks signatures only: whether the payload type is acceptable is the caller's
-//! decision (see [`crate::verify`]).
+//! decision (see [`crate::verify_provenance`] and [`crate::verify_bundle`]).
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;

@@ -1,7 +1,9 @@
-//! kiln's evidence: signing keys, DSSE envelopes, in-toto statements and SLSA provenance.
+//! kiln's evidence: signing keys, DSSE envelopes, in-toto statements, SLSA provenance and
+//! Sigstore bundles.
 //!
 //! The daemon uses this crate to sign what a run produced; `kiln verify` uses it to check an
-//! artifact against its `ARTIFACT.intoto.jsonl` without linking the controller.
+//! artifact against its `ARTIFACT.intoto.jsonl` without linking the controller, and
+//! [`verify_bundle`] checks the Sigstore bundle `ARTIFACT.sigstore.json` the same way.
 //!
 //! - [`keys`]: ECDSA P-256 key files (`kiln.key`, `kiln.pub`) and key ids.
 //! - [`dsse`]: the DSSE v1 envelope, PAE, signing and signature checking.
@@ -9,6 +11,8 @@
 //! - [`provenance`]: builds the statement for one artifact from step records
 //!   (build type `https://kiln.dev/buildtypes/pipeline/v1`, see docs/build-type.md).
 //! - [`attestation`]: the `.intoto.jsonl` file and [`verify_provenance`].
+//! - [`bundle`]: the `.sigstore.json` file (Sigstore bundle v0.3, key-based) and
+//!   [`verify_bundle`], which makes the same envelope checks as [`verify_provenance`].
 //!
 //! Invariant: no cryptography is implemented here. Key generation, signing and signature
 //! verification all go through the `sigstore` crate; this crate only encodes what is signed.
@@ -16,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attestation;
+pub mod bundle;
 pub mod dsse;
 pub mod intoto;
 pub mod keys;
@@ -23,8 +28,12 @@ pub mod provenance;
 pub mod slsa;
 
 pub use attestation::{
-    ArtifactRef, SignError, VerifiedProvenance, VerifyError, provenance_file_name, sign_statement,
-    to_jsonl, verify_provenance,
+    ArtifactRef, EnvelopeCheckError, SignError, VerifiedProvenance, VerifyError,
+    provenance_file_name, sign_statement, to_jsonl, verify_provenance,
+};
+pub use bundle::{
+    Bundle, BundleError, PublicKeyIdentifier, VerificationMaterial, bundle_file_name, to_bundle,
+    verify_bundle,
 };
 pub use dsse::{DsseError, Envelope, EnvelopeSignature};
 pub use intoto::{DigestSet, ResourceDescriptor, Statement};
