@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # The independent DSSE verifier the interop tests call.
 python3 -m pip install --quiet --disable-pip-version-check -r attest/tests/interop/requirements.txt
+# The independent Sigstore bundle verifier (sigstore-js), pinned by its lock file.
+npm ci --silent --prefix attest/tests/interop
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 echo "== format and lints"

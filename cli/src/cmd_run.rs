@@ -238,15 +238,24 @@ fn write_artifacts(
         controller
             .store()
             .copy_out(&artifact.sha256, &dest, artifact.executable)?;
-        let prov = out.join(format!("{}.intoto.jsonl", artifact.name));
-        let mut tmp = tempfile::NamedTempFile::new_in(out)?;
-        tmp.write_all(artifact.provenance.as_bytes())?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&prov)
-            .with_context(|| format!("cannot write {}", prov.display()))?;
+        let provenance = out.join(kiln_attest::provenance_file_name(&artifact.name));
+        write_atomically(out, &provenance, &artifact.provenance)?;
+        let bundle = out.join(kiln_attest::bundle_file_name(&artifact.name));
+        write_atomically(out, &bundle, &artifact.bundle)?;
     }
+    Ok(())
+}
+
+/// Writes `text` to `dest` (mode 0644) through a temp file in `dir`, so no reader ever sees half
+/// a file.
+fn write_atomically(dir: &Path, dest: &Path, text: &str) -> anyhow::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(())
 }
 
@@ -277,9 +286,11 @@ fn print_summary(
     for a in published {
         println!("  {}  sha256:{}  {} bytes", a.name, a.sha256, a.size);
         println!("    {}", out.join(&a.name).display());
-        println!(
-            "    {}",
-            out.join(format!("{}.intoto.jsonl", a.name)).display()
-        );
+        for file in [
+            kiln_attest::provenance_file_name(&a.name),
+            kiln_attest::bundle_file_name(&a.name),
+        ] {
+            println!("    {}", out.join(file).display());
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_attest::{ArtifactRef, PublicKey, ResourceDescriptor, verify_provenance};
+use kiln_attest::{ArtifactRef, PublicKey, ResourceDescriptor, verify_bundle, verify_provenance};
 use kiln_core::Sha256Digest;
 
 #[derive(Args, Debug)]
@@ -14,8 +14,16 @@ pub struct VerifyArgs {
     /// The artifact file.
     artifact: PathBuf,
     /// Its provenance (ARTIFACT.intoto.jsonl).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    provenance: Option<PathBuf>,
+    /// Or its Sigstore bundle (ARTIFACT.sigstore.json).
     #[arg(long, value_name = "FILE")]
-    provenance: PathBuf,
+    bundle: Option<PathBuf>,
     /// The signer's public key (SPKI PEM, e.g. kiln.pub).
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
@@ -43,16 +51,23 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.artifact.display()))?;
     let (digest, _) = Sha256Digest::of_reader(file)
         .with_context(|| format!("cannot read {}", args.artifact.display()))?;
-    let jsonl = std::fs::read_to_string(&args.provenance)
-        .with_context(|| format!("cannot read {}", args.provenance.display()))?;
+    let evidence = args
+        .bundle
+        .as_ref()
+        .or(args.provenance.as_ref())
+        .expect("clap requires one");
+    let text = std::fs::read_to_string(evidence)
+        .with_context(|| format!("cannot read {}", evidence.display()))?;
     let key = PublicKey::from_spki_pem_file(&args.key)?;
-    let verified = match verify_provenance(ArtifactRef::Digest(digest), &jsonl, &key) {
+    let artifact = ArtifactRef::Digest(digest);
+    let result = match args.bundle {
+        Some(_) => verify_bundle(artifact, &text, &key).map_err(|e| e.to_string()),
+        None => verify_provenance(artifact, &text, &key).map_err(|e| e.to_string()),
+    };
+    let verified = match result {
         Ok(v) => v,
         Err(err) => {
-            eprintln!(
-                "kiln: verification FAILED: {}: {err}",
-                args.provenance.display()
-            );
+            eprintln!("kiln: verification FAILED: {}: {err}", evidence.display());
             return Ok(ExitCode::from(1));
         }
     };

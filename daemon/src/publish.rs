@@ -60,6 +60,8 @@ pub struct PublishedArtifact {
     pub executable: bool,
     /// The `.intoto.jsonl` content: one DSSE envelope, one line.
     pub provenance: String,
+    /// The `.sigstore.json` content: the same envelope in a Sigstore bundle v0.3.
+    pub bundle: String,
 }
 
 /// `step` and every step it transitively needs, as records, in pipeline order.
@@ -136,6 +138,7 @@ fn publish_one(
         kiln_attest::build_statement(&request).map_err(|e| sign_err(SignFailure::Build(e)))?;
     let envelope =
         kiln_attest::sign_statement(&statement, key).map_err(|e| sign_err(SignFailure::Sign(e)))?;
+    let bundle = kiln_attest::to_bundle(&envelope, key.public_key()).to_json();
     let line = kiln_attest::to_jsonl(&[envelope]).map_err(|e| sign_err(SignFailure::Sign(e)))?;
     Ok(Some(PublishedArtifact {
         name: artifact.name().to_owned(),
@@ -144,6 +147,7 @@ fn publish_one(
         size: output.size,
         executable: output.executable,
         provenance: line,
+        bundle,
     }))
 }
 

@@ -151,3 +151,59 @@ fn provenance_verifies_with_securesystemslib() {
         text(&out)
     );
 }
+
+#[test]
+fn bundle_verifies_with_kiln_and_with_sigstore_js_and_tampering_fails_there_too() {
+    let b = build();
+    let bundle = b.env.path("out/wrapped.sigstore.json");
+    let out = b.env.kiln(&[
+        "verify",
+        b.artifact.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--key",
+        b.public_key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../attest/tests/interop/sigstore_js_verify.mjs"
+    );
+    let sigstore_js = |bundle: &Path| {
+        Command::new("node")
+            .args([
+                script,
+                bundle.to_str().unwrap(),
+                b.artifact.to_str().unwrap(),
+                b.public_key.to_str().unwrap(),
+            ])
+            .output()
+            .expect("node runs")
+    };
+    let good = sigstore_js(&bundle);
+    assert!(
+        good.status.success(),
+        "sigstore-js did not verify kiln's bundle (run `npm ci --prefix attest/tests/interop`):\n{}",
+        text(&good)
+    );
+
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&bundle).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64
+        .decode(json["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    let edited = String::from_utf8(payload)
+        .unwrap()
+        .replace("busybox@1", "busybox@9");
+    json["dsseEnvelope"]["payload"] = b64.encode(edited).into();
+    let tampered = b.env.write("tampered.sigstore.json", &json.to_string());
+    let bad = sigstore_js(&tampered);
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "sigstore-js accepted a tampered bundle:\n{}",
+        text(&bad)
+    );
+}
