@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares kiln's sandbox with bubblewrap on the same machine, in the same run: builds the
 # benchmark in release mode, prepares a busybox rootfs (or uses --rootfs DIR, which must contain
-# the empty dirs in/ out/ proc/ dev/ tmp/ work/) and runs `true` through both, interleaved.
+# the empty dirs in/ out/ proc/ dev/ tmp/ work/) and runs `true`, interleaved, through kiln's
+# launcher (as a worker runs steps; the headline ratio), kiln's one-shot helper, and bwrap.
 # Needs root. Other flags (-n N, --warmup N, --bwrap PATH) are passed to the benchmark.
 #
 # usage: scripts/bench-sandbox.sh [--rootfs DIR] [-n 200] [--warmup 20]

@@ -1,6 +1,7 @@
-//! Benchmark (not a test): runs `/bin/true` N times through `kiln_sandbox::run_report` and
-//! through `bwrap --unshare-all --die-with-parent --ro-bind ROOTFS / /bin/true`, interleaved in
-//! the same process, and prints each median and the ratio kiln/bwrap. A second bwrap anchor
+//! Benchmark (not a test): runs `/bin/true` N times through a `kiln_sandbox::Launcher` (as the
+//! worker does), through the one-shot `kiln_sandbox::run_report` (a helper process per step),
+//! and through `bwrap --unshare-all --die-with-parent --ro-bind ROOTFS / /bin/true`, interleaved
+//! in the same process, and prints each median and the ratio kiln/bwrap. A second bwrap anchor
 //! (`bwrap+`) adds the mounts and privilege drop a kiln sandbox has. Needs root.
 //! Use `scripts/bench-sandbox.sh`, which builds it in release mode and prepares a rootfs.
 //!
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kiln_sandbox::{HelperCommand, IdMap, Outcome, SandboxSpec};
+use kiln_sandbox::{HelperCommand, IdMap, Launcher, Outcome, RunReport, SandboxSpec};
 
 struct Args {
     rootfs: PathBuf,
@@ -75,11 +76,20 @@ fn spec(rootfs: PathBuf, out_dir: PathBuf) -> SandboxSpec {
     }
 }
 
+/// How a kiln run is started.
+enum Kiln<'a> {
+    Launcher(&'a Launcher),
+    OneShot(&'a HelperCommand),
+}
+
 /// One kiln run: (total, helper-reported setup, helper-reported command time).
-fn kiln_once(helper: &HelperCommand, spec: &SandboxSpec) -> anyhow::Result<[Duration; 3]> {
+fn kiln_once(kiln: &Kiln<'_>, spec: &SandboxSpec) -> anyhow::Result<[Duration; 3]> {
     let log = File::options().write(true).open("/dev/null")?;
     let start = Instant::now();
-    let report = kiln_sandbox::run_report(helper, spec, log)?;
+    let report: RunReport = match kiln {
+        Kiln::Launcher(launcher) => launcher.run_report(spec, log)?,
+        Kiln::OneShot(helper) => kiln_sandbox::run_report(helper, spec, log)?,
+    };
     let total = start.elapsed();
     if report.outcome != Outcome::Exited(0) {
         bail!("kiln: /bin/true ended with {:?}", report.outcome);
@@ -137,28 +147,25 @@ fn main() -> anyhow::Result<()> {
         args: args.helper_args.clone(),
     };
     let like_kiln = bwrap_like_kiln(out.path());
+    let launcher = Launcher::start(&helper)?;
+    let kilns = [Kiln::Launcher(&launcher), Kiln::OneShot(&helper)];
     for _ in 0..args.warmup {
-        kiln_once(&helper, &spec)?;
+        for kiln in &kilns {
+            kiln_once(kiln, &spec)?;
+        }
         bwrap_once(&args, &[])?;
         bwrap_once(&args, &like_kiln)?;
     }
-    let (mut kiln, mut setup, mut command) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kiln: [Vec<[Duration; 3]>; 2] = [Vec::new(), Vec::new()];
     let (mut bwrap, mut bwrap_full) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        let [total, s, c] = kiln_once(&helper, &spec)?;
-        kiln.push(total);
-        setup.push(s);
-        command.push(c);
+        for (samples, how) in kiln.iter_mut().zip(&kilns) {
+            samples.push(kiln_once(how, &spec)?);
+        }
         bwrap.push(bwrap_once(&args, &[])?);
         bwrap_full.push(bwrap_once(&args, &like_kiln)?);
     }
-    let overhead: Vec<_> = kiln
-        .iter()
-        .zip(&setup)
-        .zip(&command)
-        .map(|((t, s), c)| t.saturating_sub(*s + *c))
-        .collect();
-    let (k, b) = (median(kiln), median(bwrap));
+    let (b, full) = (median(bwrap), median(bwrap_full));
     println!(
         "helper {} {}",
         args.helper.display(),
@@ -170,20 +177,19 @@ fn main() -> anyhow::Result<()> {
         args.runs,
         args.warmup
     );
-    println!("kiln   median {:7.3} ms", ms(k));
-    println!(
-        "  helper setup (start -> execve)   {:7.3} ms",
-        ms(median(setup))
-    );
-    println!(
-        "  command (execve -> exit)         {:7.3} ms",
-        ms(median(command))
-    );
-    println!(
-        "  rest (spawn helper, IPC, reap)   {:7.3} ms",
-        ms(median(overhead))
-    );
-    let full = median(bwrap_full);
+    let names = [
+        "kiln (launcher, as the worker runs steps)",
+        "kiln (one-shot helper per step)",
+    ];
+    let mut ratios = Vec::new();
+    for (samples, name) in kiln.iter().zip(names) {
+        let k = print_kiln(name, samples);
+        ratios.push((
+            name,
+            k.as_secs_f64() / b.as_secs_f64(),
+            k.as_secs_f64() / full.as_secs_f64(),
+        ));
+    }
     println!(
         "bwrap  median {:7.3} ms   (--unshare-all --die-with-parent --ro-bind ROOTFS /)",
         ms(b)
@@ -192,10 +198,33 @@ fn main() -> anyhow::Result<()> {
         "bwrap+ median {:7.3} ms   (same plus /proc /dev /tmp /work /out, uid, caps, hostname)",
         ms(full)
     );
-    println!("ratio kiln/bwrap {:.2}", k.as_secs_f64() / b.as_secs_f64());
-    println!(
-        "ratio kiln/bwrap+ {:.2}",
-        k.as_secs_f64() / full.as_secs_f64()
-    );
+    for (name, ratio, ratio_full) in ratios {
+        println!("ratio kiln/bwrap {ratio:.2}   kiln/bwrap+ {ratio_full:.2}   {name}");
+    }
     Ok(())
+}
+
+/// Prints one kiln variant's medians; returns its median total.
+fn print_kiln(name: &str, samples: &[[Duration; 3]]) -> Duration {
+    let column = |i: usize| samples.iter().map(|s| s[i]).collect::<Vec<_>>();
+    let overhead = samples
+        .iter()
+        .map(|[t, s, c]| t.saturating_sub(*s + *c))
+        .collect();
+    let total = median(column(0));
+    println!("{name}");
+    println!("  median total                     {:7.3} ms", ms(total));
+    println!(
+        "  helper setup (start -> execve)   {:7.3} ms",
+        ms(median(column(1)))
+    );
+    println!(
+        "  command (execve -> exit)         {:7.3} ms",
+        ms(median(column(2)))
+    );
+    println!(
+        "  rest (start helper, IPC, reap)   {:7.3} ms",
+        ms(median(overhead))
+    );
+    total
 }

@@ -17,6 +17,7 @@ use nix::unistd::{
 };
 
 use crate::error::SetupError;
+use crate::helper::Network;
 use crate::mounts;
 use crate::seccomp;
 use crate::spec::SandboxSpec;
@@ -34,20 +35,25 @@ pub(crate) struct Pid1Pipes {
 }
 
 /// Entry point of the sandbox's pid 1, right after `clone3`. Never returns.
-pub(crate) fn pid1(spec: &SandboxSpec, pipes: Pid1Pipes) -> ! {
+pub(crate) fn pid1(spec: &SandboxSpec, network: Network, pipes: Pid1Pipes) -> ! {
     let Pid1Pipes {
         release,
         errors,
         status,
     } = pipes;
-    match prepare(spec) {
+    match prepare(spec, network) {
         Ok(()) => {}
         Err(err) => fail(&errors, &err),
     }
-    // Only the step's setuid needs the id maps: wait for them now, so that the helper writes
-    // them while this process sets up.
+    // Only the step needs the id maps and the cgroup: wait for them now, so that the helper
+    // makes them while this process sets up.
     if !matches!(read(release.as_fd(), &mut [0u8]), Ok(1)) {
         sys::exit_now(1); // the helper is gone; nobody to report to
+    }
+    // The helper has moved this process into the step's cgroup: a cgroup namespace made now is
+    // rooted there, so the step sees `/` as its cgroup, not the host's path.
+    if let Err(source) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        fail(&errors, &SetupError::UnshareCgroup(source));
     }
     match sys::fork() {
         Ok(ForkResult::Child) => {
@@ -62,9 +68,10 @@ pub(crate) fn pid1(spec: &SandboxSpec, pipes: Pid1Pipes) -> ! {
     }
 }
 
-/// Finishes the sandbox: `/proc`, root, hostname, loopback. Needs the capabilities a new user
-/// namespace grants, not the id maps.
-fn prepare(spec: &SandboxSpec) -> Result<(), SetupError> {
+/// Finishes the sandbox: `/proc`, root, hostname, loopback (in a fresh network namespace; a
+/// pre-made one has it up already). Needs the capabilities a new user namespace grants, not
+/// the id maps.
+fn prepare(spec: &SandboxSpec, network: Network) -> Result<(), SetupError> {
     // Die with the helper; waiting for the release byte closes the race with its death.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::ParentDeathSignal)?;
     // Nobody inside may hold the helper's report pipe (its stdout): point stdout at the log.
@@ -101,7 +108,10 @@ fn prepare(spec: &SandboxSpec) -> Result<(), SetupError> {
     // be locked in its copy).
     mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(SetupError::Hostname)?;
-    sys::loopback_up().map_err(SetupError::Loopback)
+    match network {
+        Network::Fresh => sys::loopback_up().map_err(SetupError::Loopback),
+        Network::Premade => Ok(()),
+    }
 }
 
 /// Runs as the step's parent until the step exits, reaping whatever gets reparented here; then

@@ -34,6 +34,18 @@ pub enum SandboxError {
     BadReport { message: String },
     #[error("cannot set up the sandbox")]
     Setup(#[source] SetupError),
+    #[error("cannot start the sandbox launcher {program}")]
+    StartLauncher {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sandbox launcher is gone (its stderr may say why); start a new one")]
+    LauncherGone,
+    #[error("cannot hand the step to the sandbox launcher")]
+    SendRequest(#[source] std::io::Error),
+    #[error("the launcher's process for this step died without a report; the step log may say why")]
+    SupervisorDied,
 }
 
 /// One failed setup operation, reported by the helper.
@@ -219,6 +231,36 @@ pub enum SetupError {
     ),
     #[error("cannot bring the loopback interface up")]
     Loopback(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot have the kernel reap the launcher's children")]
+    ReapChildren(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot receive a request from the worker")]
+    ReceiveRequest(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot open or go back to the host's network namespace")]
+    HostNetwork(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot prepare a network namespace ahead of time")]
+    PremadeNetwork(
+        #[source]
+        #[serde(with = "errno")]
+        Errno,
+    ),
+    #[error("cannot give the step a cgroup namespace of its own")]
+    UnshareCgroup(
         #[source]
         #[serde(with = "errno")]
         Errno,

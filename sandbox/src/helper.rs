@@ -1,16 +1,21 @@
-//! The sandbox helper: a small synchronous process, started by [`crate::run`] once per step,
-//! that builds the sandbox as real root and supervises it. It is single-threaded from start to
-//! exec and never returns to its caller.
+//! The sandbox helper: a small synchronous process that builds one step's sandbox as real root
+//! and supervises it. It is single-threaded from start to exec and never returns to its
+//! caller. It runs either as its own process, started by [`crate::run`] for one step, or as a
+//! process the launcher (`serve`, started once per worker by [`crate::Launcher`]) forked for
+//! the step, which hands it a cgroup and a network namespace made ahead of time (`Prepared`).
 //!
 //! # Order of operations
 //!
 //! sanitise (die with parent, refuse extra threads, close inherited descriptors) → read and
-//! check the spec → private mount namespace → mount plan under the rootfs ([`crate::mounts`])
-//! → sweep stale step cgroups, create this step's with its limits ([`crate::cgroup`]) → step
-//! into it, `clone3` pid 1 into new user/mount/pid/net/ipc/uts/cgroup namespaces, step out →
-//! write its id maps and release it → go back to the host's mount namespace → wait for the
-//! step's exec (or a setup error) → wait for pid 1's exit or the deadline → kill whatever is
-//! left in the cgroup, read usage and limit events, remove the cgroup.
+//! check the spec → (one-shot only: find the cgroup layout, sweep stale step cgroups) → private
+//! mount namespace → mount plan under the rootfs ([`crate::mounts`]) → `clone3` pid 1 into new
+//! user/mount/pid/ipc/uts namespaces and a new network namespace (or keep the pre-made one it
+//! is in) → while pid 1 finishes its mount namespace: write its id maps, create the step's
+//! cgroup (or take the pre-made one) with its limits, move pid 1 into it ([`crate::cgroup`])
+//! → release pid 1, which makes its cgroup namespace and forks the step → go back to the host's
+//! mount namespace → wait for the step's exec (or a setup error) → wait for pid 1's exit or
+//! the deadline → kill whatever is left in the cgroup, read usage and limit events, remove the
+//! cgroup → report, close stdout (the reader's EOF), exit.
 //!
 //! # Choices made on this machine (kernel 6.18, root), and why
 //!
@@ -36,22 +41,45 @@
 //!   every disposition with raw `rt_sigaction` (glibc refuses its reserved signals).
 //! - Pid 1 (the reaper) keeps host uid 0, unmapped inside: the step cannot signal or ptrace it,
 //!   and only the helper (outside the pid namespace) can kill it.
-//! - Once pid 1 has its copy, the helper `setns`es back to the host's mount namespace, so the
-//!   private one is torn down in parallel with the step's setup instead of at the helper's exit.
+//! - Once pid 1 is released, the helper `setns`es back to the host's mount namespace, so the
+//!   private one is torn down in parallel with the step's start instead of at the helper's exit.
+//! - Pid 1 is cloned outside the step's cgroup and moved in by the helper (one `cgroup.procs`
+//!   write per hierarchy) while it sets up, then makes its cgroup namespace itself, once it is
+//!   there; before the release it runs only kiln's code. Moving the helper in and back out
+//!   around the clone, as before, took twice the writes, on the critical path.
+//! - A pre-made network namespace belongs to the host's user namespace: pid 1 cannot bring `lo`
+//!   up in it (the launcher did), and nothing in the sandbox holds any capability over it.
 //!
 //! # Cost (see `scripts/bench-sandbox.sh`)
 //!
-//! On this 2-core VM, `true` takes ~3.3–4 ms end to end, within 2–10% of a bare
-//! `bwrap --unshare-all --ro-bind ROOTFS / true` and ~20% below bwrap doing the same mounts and
-//! privilege drop. The big items: starting the helper (exec, dynamic linking, runtime init:
-//! ~0.8 ms), creating the network namespace (~0.5 ms, unavoidable), the mount plan
-//! (~0.2 ms), pid 1's fork of the step and the exec of the command.
+//! On this 2-core VM (`-n 200`, load 1–2), `true` takes a median 2.8–3.0 ms end to end through
+//! the launcher: 0.82–0.84× a bare `bwrap --unshare-all --ro-bind ROOTFS / true` in the same
+//! run (3.4–3.6 ms), 0.63–0.69× bwrap doing the same mounts and privilege drop. The one-shot
+//! helper takes 4.9–5.8 ms (1.4–1.7×); before the launcher every step took that path, ~6.2 ms,
+//! 1.9×. Where the launcher's time goes, from timestamps per phase (medians):
+//!
+//! - ~0.5 ms before this code runs and after it reports: the request and the report over the
+//!   sockets, waking the standby process (forking the `kiln` binary per request instead cost
+//!   ~0.4 ms more; exec'ing it, as the one-shot helper does, ~1.5 ms more);
+//! - reading the spec 0.09 ms, the mount plan 0.25 ms, `clone3` 0.2 ms (~0.6 ms more with a
+//!   new network namespace, which the launcher's pool takes off the path);
+//! - id maps 0.04 ms, limits 0.13 ms, moving pid 1 into the cgroup 0.12 ms, in parallel with
+//!   pid 1's own setup (`/proc`, `pivot_root`, the 11 `/proc` masks, hostname). The move waits
+//!   for an RCU grace period whenever no cgroup migration happened on the machine in the last
+//!   few ms: then it costs 5–13 ms (p90 ~9 ms). That is the one big tail left, off the median
+//!   (v1 cannot clone into a cgroup; `favordynmods` on the cgroup mounts would remove it, at a
+//!   cost to every fork on the host: an operator's choice, not kiln's);
+//! - the step's privilege drop, seccomp and exec 0.4 ms after the release (installing the
+//!   filter cost ~0.3 ms more as seccompiler's linear program: see `build.rs`), `true` and pid
+//!   1's exit 0.55 ms;
+//! - kill check, usage, events and `rmdir` of the cgroup 0.23 ms, before the report.
 //!
 //! # Not yet
 //!
 //! No `/dev/shm`, `/dev/pts` or `/sys`; no I/O or cpuset limits. (The rlimits,
 //! the `/proc` masks and the seccomp filter are applied inside, see [`crate::child`] and
-//! `sandbox/policy/README.md`.) The step's network is loopback only, by construction (a fresh network namespace).
+//! `sandbox/policy/README.md`.) The step's network is loopback only, by construction (a network
+//! namespace of its own, never used before).
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,7 +94,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, chdir, pipe2};
 
-use crate::cgroup::{self, StepCgroup};
+use crate::cgroup::{self, Layout};
 use crate::child::{self, Pid1Pipes};
 use crate::error::SetupError;
 use crate::mounts::{self, errno_of};
@@ -75,24 +103,67 @@ use crate::run::{LimitEvent, Outcome, RunReport, Timing};
 use crate::spec::SandboxSpec;
 use crate::sys::{self, Cloned};
 
-/// Namespaces the step's pid 1 is cloned into.
+/// Namespaces the step's pid 1 is cloned into, besides the network one (see [`Network`]). Its
+/// cgroup namespace is made by pid 1 itself, once it is in the step's cgroup.
 const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWNS)
     .union(CloneFlags::CLONE_NEWPID)
-    .union(CloneFlags::CLONE_NEWNET)
     .union(CloneFlags::CLONE_NEWIPC)
-    .union(CloneFlags::CLONE_NEWUTS)
-    .union(CloneFlags::CLONE_NEWCGROUP);
+    .union(CloneFlags::CLONE_NEWUTS);
+
+/// Where the step's network namespace comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// Pid 1 is cloned into a new one and brings `lo` up itself.
+    Fresh,
+    /// The helper already entered one made ahead of time, with `lo` up, and never used before
+    /// (the launcher's pool). It belongs to the host's user namespace: nothing in the sandbox,
+    /// not even pid 1, holds a capability over it.
+    Premade,
+}
+
+/// What the process that started [`supervise`] prepared for it.
+pub(crate) struct Prepared {
+    /// The machine's cgroup layout, when already known (the launcher detects it once and
+    /// sweeps stale step cgroups itself); `None`: detect it and sweep now.
+    pub layout: Option<Layout>,
+    pub network: Network,
+    /// This process's step cgroup, made ahead of time without limits (a launcher's standby
+    /// process); `None`: make it once pid 1 is cloned.
+    pub cgroup: Option<cgroup::Guard>,
+}
 
 /// Entry point of the helper process (`kiln sandbox-helper`, `kiln-sandbox-helper`).
 ///
 /// Call it first thing in `main`, before starting an async runtime, a logger or anything that
 /// opens descriptors: it closes every descriptor above 2 and refuses to run with more than one
 /// thread. Start it directly (not through a forking wrapper such as `sudo`): it must be a
-/// direct child of the process calling [`crate::run`]. Writes one report on stdout and exits 0;
-/// any other exit status means it crashed.
+/// direct child of the process calling [`crate::run`] or [`crate::Launcher::start`].
+///
+/// With a socket on stdin it is the long-lived launcher (see [`crate::Launcher`]) and runs
+/// until the socket is hung up. Otherwise it builds one sandbox: it writes one report on stdout
+/// and exits 0; any other exit status means it crashed.
 pub fn helper_main() -> ! {
-    let report = match supervise() {
+    if stdin_is_socket() {
+        crate::serve::serve()
+    }
+    report_and_exit(Prepared {
+        layout: None,
+        network: Network::Fresh,
+        cgroup: None,
+    })
+}
+
+fn stdin_is_socket() -> bool {
+    nix::sys::stat::fstat(std::io::stdin()).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFSOCK
+    })
+}
+
+/// Builds and supervises one sandbox, writes the report on stdout, exits.
+pub(crate) fn report_and_exit(prepared: Prepared) -> ! {
+    let report = match supervise(prepared) {
         Ok(report) => HelperReport::Finished(report),
         Err(err) => HelperReport::Failed(err),
     };
@@ -101,13 +172,23 @@ pub fn helper_main() -> ! {
     while let Ok(n @ 1..) = nix::unistd::write(std::io::stdout(), rest) {
         rest = &rest[n..];
     }
+    // EOF for the reader now, rather than once the kernel has torn this process down.
+    let _ = nix::unistd::close(1);
     sys::exit_now(0)
 }
 
-fn supervise() -> Result<RunReport, SetupError> {
+fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
     let started = Instant::now();
     sanitise()?;
     let spec = read_spec()?;
+    let layout = match prepared.layout {
+        Some(layout) => layout,
+        None => {
+            let layout = cgroup::detect()?;
+            cgroup::sweep_stale(&layout);
+            layout
+        }
+    };
     let host_mounts = enter_private_mount_namespace()?;
     mounts::check_rootfs(&spec.rootfs)?;
     mounts::apply(&spec.rootfs, &mounts::plan(&spec))?;
@@ -117,12 +198,19 @@ fn supervise() -> Result<RunReport, SetupError> {
         source,
     })?;
     let deadline = Instant::now() + spec.timeout;
-    // Before pid 1 exists, so that it is born in its cgroup (see `crate::cgroup`). Dropping the
-    // guard on any early return kills whatever of the step is left and removes the cgroup.
-    let cgroup = cgroup::create(&spec.limits)?;
-    let pid1 = spawn_pid1(&spec, cgroup.get())?;
-    // pid 1 has its own copy of the tree now. Going back to the host's mount namespace tears the
-    // private one down here, while pid 1 sets up, rather than at exit while `run` waits.
+    let pid1 = spawn_pid1(&spec, prepared.network)?;
+    // While pid 1 finishes its mount namespace: its id maps, then its cgroup (see
+    // `crate::cgroup`). Dropping the guard on any early return kills whatever of the step is
+    // left and removes the cgroup.
+    write_id_maps(pid1.pid, &spec)?;
+    let cgroup = match prepared.cgroup {
+        Some(mut made) => made.set_limits(&spec.limits).map(|()| made)?,
+        None => cgroup::create(&layout, &spec.limits)?,
+    };
+    cgroup.get().add(pid1.pid)?;
+    nix::unistd::write(&pid1.release, &[1]).map_err(SetupError::Release)?;
+    // pid 1 has its own copy of the tree. Going back to the host's mount namespace tears the
+    // private one down here, while the step starts, rather than at exit while `run` waits.
     setns(host_mounts, CloneFlags::CLONE_NEWNS).map_err(SetupError::LeaveMounts)?;
     if !wait_for_exec(&pid1, deadline)? {
         let setup = started.elapsed();
@@ -163,7 +251,7 @@ fn finish(
 }
 
 /// Dies with the parent, refuses to run multi-threaded, closes inherited descriptors.
-fn sanitise() -> Result<(), SetupError> {
+pub(crate) fn sanitise() -> Result<(), SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::ParentDeathSignal)?;
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
     if threads != 1 {
@@ -213,54 +301,52 @@ fn enter_private_mount_namespace() -> Result<OwnedFd, SetupError> {
 struct Pid1 {
     pid: Pid,
     pidfd: OwnedFd,
+    /// Write end: one byte releases pid 1 to fork the step, once its ids are mapped and it is in
+    /// the step's cgroup.
+    release: OwnedFd,
     /// Read end: a JSON [`SetupError`], or EOF alone once the step has exec'd.
     errors: OwnedFd,
     /// Read end: the step's wait status.
     status: OwnedFd,
 }
 
-/// Clones pid 1 into the new namespaces (cwd: the rootfs mount) and into `cgroup`, maps its
-/// ids, releases it.
-fn spawn_pid1(spec: &SandboxSpec, cgroup: &dyn StepCgroup) -> Result<Pid1, SetupError> {
+/// Clones pid 1 into the new namespaces (cwd: the rootfs mount), outside any step cgroup. It
+/// sets up while the helper maps its ids and makes its cgroup, then waits for the release.
+fn spawn_pid1(spec: &SandboxSpec, network: Network) -> Result<Pid1, SetupError> {
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe);
     let (release_r, release_w) = pipe()?;
     let (errors_r, errors_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    // The helper steps into the cgroup for the clone: pid 1 is born there, with no moment
-    // outside its limits, and its new cgroup namespace is rooted there (the step sees `/`,
-    // not the host's path). Then the helper steps out, so it neither counts against the
-    // step's limits nor dies with it.
-    let helper = nix::unistd::getpid();
-    cgroup.add(helper)?;
-    let cloned = sys::clone_into_namespaces(NAMESPACES);
-    if !matches!(cloned, Ok(Cloned::Child)) {
-        cgroup.move_back(helper)?;
-    }
-    let (pid, pidfd) = match cloned.map_err(SetupError::Clone)? {
+    let namespaces = match network {
+        Network::Fresh => NAMESPACES | CloneFlags::CLONE_NEWNET,
+        Network::Premade => NAMESPACES,
+    };
+    let (pid, pidfd) = match sys::clone_into_namespaces(namespaces).map_err(SetupError::Clone)? {
         Cloned::Child => {
             drop((release_w, errors_r, status_r));
-            child::pid1(
-                spec,
-                Pid1Pipes {
-                    release: release_r,
-                    errors: errors_w,
-                    status: status_w,
-                },
-            )
+            let pipes = Pid1Pipes {
+                release: release_r,
+                errors: errors_w,
+                status: status_w,
+            };
+            child::pid1(spec, network, pipes)
         }
         Cloned::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop((release_r, errors_w, status_w));
-    let ids = &spec.ids;
-    write_id_map(pid, "uid_map", ids.step_uid, ids.host_uid)?;
-    write_id_map(pid, "gid_map", ids.step_gid, ids.host_gid)?;
-    nix::unistd::write(&release_w, &[1]).map_err(SetupError::Release)?;
     Ok(Pid1 {
         pid,
         pidfd,
+        release: release_w,
         errors: errors_r,
         status: status_r,
     })
+}
+
+fn write_id_maps(pid: Pid, spec: &SandboxSpec) -> Result<(), SetupError> {
+    let ids = &spec.ids;
+    write_id_map(pid, "uid_map", ids.step_uid, ids.host_uid)?;
+    write_id_map(pid, "gid_map", ids.step_gid, ids.host_gid)
 }
 
 fn write_id_map(pid: Pid, file: &str, inside: u32, outside: u32) -> Result<(), SetupError> {

@@ -3,12 +3,18 @@
 //!
 //! # Shape
 //!
-//! [`run`] is called by the (multi-threaded, tokio) worker. It starts a small synchronous
+//! [`run`] may be called from a multi-threaded (tokio) program. It starts a small synchronous
 //! *helper* process ([`HelperCommand`], in practice `kiln sandbox-helper`, whose `main` is
 //! [`helper_main`]), sends it the spec as JSON on stdin and reads one JSON report back on the
 //! helper's stdout. The helper's stderr is the step log: the step's stdout and stderr both go
 //! there. Namespace setup never happens in the worker itself, because `unshare` and a
 //! multi-threaded runtime do not mix.
+//!
+//! A worker runs its steps through a [`Launcher`] instead: the same helper binary started once,
+//! with a socket on stdin, which keeps a process forked ahead of time for the next step (its
+//! network namespace and cgroup already made) and runs the same steps below in it. The spec
+//! and the report travel as with [`run`], over a stream socket per step whose other end, with
+//! the step log, reaches the launcher by `SCM_RIGHTS`.
 //!
 //! The helper, single-threaded from start to exec:
 //!
@@ -19,21 +25,24 @@
 //!    tmpfs owned by the step) and a minimal read-only `/dev` under it ([`mounts`]). Doing this
 //!    as real root, before any user namespace exists, avoids path-permission trouble when the
 //!    data dir sits under a `0700` directory such as `/root`;
-//! 4. `clone3`s the step's pid 1 into new user, mount, pid, network, ipc, uts and cgroup
-//!    namespaces. The mounts copied into the new (less privileged) mount namespace are
+//! 4. `clone3`s the step's pid 1 into new user, mount, pid, network (or a pre-made one, see
+//!    [`Launcher`]), ipc and uts namespaces. The mounts copied into the new (less privileged) mount namespace are
 //!    *locked*: nothing inside can remount them read-write or unmount them to reveal what is
 //!    underneath;
-//! 5. writes the child's `uid_map`/`gid_map` (`STEP_ID HOST_ID 1`), releases it and returns to
-//!    the host's mount namespace (its private one is no longer needed);
+//! 5. writes the child's `uid_map`/`gid_map` (`STEP_ID HOST_ID 1`), creates the step's cgroup
+//!    with its limits and moves the child into it, releases it and returns to the host's mount
+//!    namespace (its private one is no longer needed);
 //! 6. waits on the child's pidfd with the spec's timeout; on expiry SIGKILLs the pid 1, which
 //!    makes the kernel kill everything left in the pid namespace;
-//! 7. kills whatever is left in the step's cgroup (pid 1 was born in it, so every process of
-//!    the step is), reads [`ResourceUsage`] and [`LimitEvent`]s into the [`RunReport`] and
+//! 7. kills whatever is left in the step's cgroup (pid 1 was in it before it forked the step,
+//!    so every process of the step is), reads [`ResourceUsage`] and [`LimitEvent`]s into the [`RunReport`] and
 //!    removes the cgroup. Memory, pids and CPU limits come from [`Limits`], through cgroup v2
 //!    where the machine has it with `memory` and `pids`, else the v1 hierarchies.
 //!
 //! Inside, the pid 1 mounts a fresh `/proc`, `pivot_root`s into the rootfs and detaches the
-//! old root, sets the hostname, brings `lo` up, then forks the step and reaps: when the step
+//! old root, sets the hostname, brings `lo` up (in a fresh network namespace), waits for the
+//! release, makes its cgroup namespace (rooted at the step's cgroup), then forks the step and
+//! reaps: when the step
 //! exits, pid 1 reports its wait status and exits, so daemonised leftovers die with the
 //! namespace. Its `/proc` has `hidepid=2` and the host-wide files masked. The step sets its
 //! rlimits (no core dumps, `open_files` descriptors), drops supplementary groups, takes the step
@@ -57,16 +66,19 @@ mod cgroup;
 mod child;
 mod error;
 pub mod helper;
+mod launcher;
 pub mod mounts;
 mod protocol;
 mod run;
 mod seccomp;
+mod serve;
 mod spec;
 mod sys;
 
 pub use cgroup::step_cgroup_parents;
 pub use error::{SandboxError, SetupError};
 pub use helper::helper_main;
+pub use launcher::Launcher;
 pub use mounts::{Description, describe};
 pub use run::{
     HelperCommand, LimitEvent, Outcome, ResourceUsage, RunReport, Timing, run, run_report,

@@ -1,10 +1,16 @@
-//! The wire between [`crate::run`] and the helper: one JSON [`HelperRequest`] on the helper's
-//! stdin (then EOF), one JSON [`HelperReport`] on its stdout. Both ends come from the same
-//! build; the version catches a helper path that points at another one.
+//! The wire between [`crate::run`] (or [`crate::Launcher`]) and the helper: one JSON
+//! [`HelperRequest`] on the helper's stdin (then EOF), one JSON [`HelperReport`] on its stdout.
+//! Both ends come from the same build; the version catches a helper path that points at
+//! another one.
+//!
+//! With a launcher, stdin and stdout are one per-step stream socket whose other end the worker
+//! passed over the launcher's control socket, a `SOCK_SEQPACKET` pair: each message there is
+//! one byte with `SCM_RIGHTS` carrying exactly two descriptors, that stream socket and the step
+//! log. Hanging up the control socket asks the launcher to exit once its steps have ended.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SetupError;
+use crate::error::{SandboxError, SetupError};
 use crate::run::RunReport;
 use crate::spec::SandboxSpec;
 
@@ -26,6 +32,27 @@ pub(crate) struct HelperRequest {
 pub(crate) enum HelperReport {
     Finished(RunReport),
     Failed(SetupError),
+}
+
+/// A request for `spec` from a process whose helper is a child of `parent_pid`.
+pub(crate) fn encode_request(parent_pid: u32, spec: &SandboxSpec) -> Result<Vec<u8>, SandboxError> {
+    let request = HelperRequest {
+        version: VERSION,
+        parent_pid: parent_pid as i32,
+        spec: spec.clone(),
+    };
+    serde_json::to_vec(&request).map_err(SandboxError::Encode)
+}
+
+/// Decodes a non-empty report.
+pub(crate) fn decode_report(bytes: &[u8]) -> Result<RunReport, SandboxError> {
+    match serde_json::from_slice(bytes) {
+        Ok(HelperReport::Finished(report)) => Ok(report),
+        Ok(HelperReport::Failed(err)) => Err(SandboxError::Setup(err)),
+        Err(err) => Err(SandboxError::BadReport {
+            message: err.to_string(),
+        }),
+    }
 }
 
 /// Decodes a request, checking the version before the rest so a mismatch says so.

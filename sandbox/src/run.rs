@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SandboxError;
-use crate::protocol::{self, HelperReport, HelperRequest};
+use crate::protocol;
 use crate::spec::SandboxSpec;
 
 /// How to start the helper process, e.g. `kiln sandbox-helper`.
@@ -132,8 +132,9 @@ impl std::fmt::Display for Bytes {
     }
 }
 
-/// Runs `spec` in a sandbox built by the helper `helper`; the command's stdout and stderr go to
-/// `log`. Synchronous: blocks the calling thread until the command ended (call it from
+/// Runs `spec` in a sandbox built by a helper started for this step alone (`helper`); the
+/// command's stdout and stderr go to `log`. A worker running many steps uses a
+/// [`crate::Launcher`] instead, which saves starting a process per step. Synchronous: blocks the calling thread until the command ended (call it from
 /// `spawn_blocking`). That thread must stay alive meanwhile: the helper dies with it.
 pub fn run(helper: &HelperCommand, spec: &SandboxSpec, log: File) -> Result<Outcome, SandboxError> {
     run_report(helper, spec, log).map(|report| report.outcome)
@@ -146,12 +147,7 @@ pub fn run_report(
     log: File,
 ) -> Result<RunReport, SandboxError> {
     spec.check()?;
-    let request = HelperRequest {
-        version: protocol::VERSION,
-        parent_pid: std::process::id() as i32,
-        spec: spec.clone(),
-    };
-    let request = serde_json::to_vec(&request).map_err(SandboxError::Encode)?;
+    let request = protocol::encode_request(std::process::id(), spec)?;
     let spawn = |source| SandboxError::SpawnHelper {
         program: helper.program.clone(),
         source,
@@ -181,13 +177,7 @@ pub fn run_report(
         tracing::warn!(%status, send_error = ?sent.err(), "sandbox helper died without a report");
         return Err(SandboxError::HelperDied { status });
     }
-    match serde_json::from_slice(&report) {
-        Ok(HelperReport::Finished(report)) => Ok(report),
-        Ok(HelperReport::Failed(err)) => Err(SandboxError::Setup(err)),
-        Err(err) => Err(SandboxError::BadReport {
-            message: err.to_string(),
-        }),
-    }
+    protocol::decode_report(&report)
 }
 
 #[cfg(test)]

@@ -187,6 +187,44 @@ pub(crate) fn reset_signals() -> Result<(), Errno> {
     )
 }
 
+/// Receives one message of at most `buf.len()` bytes on `socket`, with the descriptors it
+/// carries (`SCM_RIGHTS`, at most `MAX_FDS`; received close-on-exec). `(0, [])` is end of file.
+pub(crate) fn receive_with_fds<const MAX_FDS: usize>(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>), Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel installed these descriptors in this process for this message
+            // alone; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Whether the kernel reaps this process's children by itself (`SIGCHLD` ignored: the
+/// launcher, which never waits for its per-step processes) or leaves them to `waitpid`.
+pub(crate) fn reap_children_automatically(yes: bool) -> Result<(), Errno> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    let handler = if yes {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: SIG_IGN and SIG_DFL install no handler, so no code ever runs in signal context.
+    unsafe { signal(Signal::SIGCHLD, handler) }.map(drop)
+}
+
 /// `_exit(2)`: ends the process now, without atexit handlers or flushing buffers that a forked
 /// child shares with its parent.
 pub(crate) fn exit_now(code: i32) -> ! {

@@ -258,7 +258,7 @@ fn capability_sets_are_empty_and_the_filter_is_installed() {
     let log = f.run_ok("grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status");
     let expected = "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n\
         CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\n\
-        NoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t2\n";
+        NoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
     assert_eq!(log, expected);
 }
 

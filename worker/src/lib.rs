@@ -7,6 +7,7 @@
 
 pub mod collect;
 mod out_fs;
+pub mod remote;
 mod slots;
 pub mod stage;
 
@@ -15,7 +16,7 @@ pub use slots::IdRange;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kiln_core::{
@@ -23,7 +24,10 @@ use kiln_core::{
     StepSpec, UsageRecord,
 };
 use kiln_mirror::BlobStore;
-use kiln_sandbox::{HelperCommand, IdMap, LimitEvent, Limits, Outcome, RunReport, SandboxSpec};
+use kiln_sandbox::{
+    HelperCommand, IdMap, Launcher, LimitEvent, Limits, Outcome, RunReport, SandboxError,
+    SandboxSpec,
+};
 use out_fs::OutFs;
 use slots::{Slot, SlotPool};
 use time::OffsetDateTime;
@@ -36,7 +40,7 @@ pub const STEP_ID: u32 = 1000;
 pub struct WorkerConfig {
     /// Where per-step staging directories live; wiped per step.
     pub work_root: PathBuf,
-    /// How to start the sandbox helper process.
+    /// How to start the sandbox helper process (the worker keeps one running as its launcher).
     pub helper: HelperCommand,
     /// Unprivileged host ids; each running step's uid 1000 maps to one of its own.
     pub host_ids: IdRange,
@@ -78,6 +82,8 @@ struct Inner {
     config: WorkerConfig,
     store: BlobStore,
     slots: SlotPool,
+    /// Builds every step's sandbox; started on first use, and again after it died.
+    launcher: Mutex<Option<Arc<Launcher>>>,
 }
 
 /// The chain of causes of an error, on one line.
@@ -102,6 +108,7 @@ impl Worker {
                 config,
                 store,
                 slots,
+                launcher: Mutex::new(None),
             }),
         }
     }
@@ -171,6 +178,29 @@ impl Inner {
         }
     }
 
+    /// Runs `spec` through the worker's launcher (see [`Launcher`]), starting it if needed. A
+    /// launcher found dead is forgotten, so the next step starts a new one.
+    fn run_sandbox(&self, spec: &SandboxSpec, log: fs::File) -> Result<RunReport, SandboxError> {
+        let launcher = {
+            let mut current = self.launcher.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*current {
+                Some(launcher) => launcher.clone(),
+                None => current
+                    .insert(Arc::new(Launcher::start(&self.config.helper)?))
+                    .clone(),
+            }
+        };
+        let report = launcher.run_report(spec, log);
+        if let Err(SandboxError::LauncherGone) = report {
+            tracing::warn!("the sandbox launcher is gone; the next step starts a new one");
+            let mut current = self.launcher.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &launcher)) {
+                *current = None;
+            }
+        }
+        report
+    }
+
     /// The pipeline's requests, with this worker's defaults where it is silent.
     fn limits(&self, spec: &StepSpec) -> Limits {
         let defaults = self.config.default_limits;
@@ -234,7 +264,7 @@ impl Inner {
         let record =
             self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
         tracing::info!(step = %spec.step, run = %spec.run_id, host_uid = slot.host_id, "step started");
-        let report = kiln_sandbox::run_report(&self.config.helper, &sandbox_spec, log)?;
+        let report = self.run_sandbox(&sandbox_spec, log)?;
         let exit = exit_record(&report, spec.timeout_secs);
         let collected = if exit.success() {
             collect::collect(

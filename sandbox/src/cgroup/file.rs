@@ -102,19 +102,14 @@ pub(super) fn remove_dir(path: &Path) -> Result<(), SetupError> {
     }
 }
 
-/// Removes the kiln parent if no step cgroup is left in it, so that the worker's own cgroup
-/// can be removed once the worker is gone. Another helper may be creating a step cgroup in it
-/// right now: that one retries if the parent vanishes under it.
-pub(super) fn remove_parent_if_empty(path: &Path) {
-    let _ = std::fs::remove_dir(path);
-}
-
-/// Creates `parent` if needed, then `parent/name`; retries if another helper removed the
-/// parent between the two.
+/// Creates `parent/name`, and `parent` first if it is missing (the kiln parent is kept, so
+/// usually it is there); retries if a launcher that was exiting removed the parent meanwhile.
 pub(super) fn create_in_parent(parent: &Path, name: &str) -> Result<(), SetupError> {
     let dir = parent.join(name);
-    for _ in 0..10 {
-        create_dir(parent)?;
+    for attempt in 0..10 {
+        if attempt > 0 {
+            create_dir(parent)?;
+        }
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => continue,

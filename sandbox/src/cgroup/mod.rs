@@ -21,24 +21,33 @@
 //!   processes in a cgroup whose controllers are delegated to children: the worker must run in
 //!   a leaf of a delegated subtree (e.g. systemd `Delegate=yes` and a `worker/` sub-cgroup).
 //!
+//! The kiln parent is created once and kept (creating and removing it around every step cost
+//! two more `mkdir`/`rmdir` per hierarchy); the launcher removes it, if empty, when it exits.
+//!
 //! The name identifies the helper that owns the cgroup. A helper killed before it could clean
-//! up (SIGKILL, OOM, power cut of the worker) leaves its cgroup behind; the next helper sweeps
-//! every child whose owner is no longer alive ([`sweep`]) before it creates its own.
+//! up (SIGKILL, OOM, power cut of the worker) leaves its cgroup behind; [`sweep_stale`] kills
+//! and removes every child whose owner is no longer alive. The one-shot helper sweeps before
+//! each step, the launcher when it starts and after handing out each step.
 //!
 //! # Order
 //!
-//! The helper creates the cgroup and writes the limits, moves *itself* in, `clone3`s the
-//! step's pid 1 (born in the cgroup, and its cgroup namespace is rooted there: the step sees
-//! `/` as its cgroup, not the host path), then moves itself back out. When pid 1 is gone the
-//! helper kills whatever is left in the cgroup ([`StepCgroup::kill_all`]), reads usage and
-//! events, and removes the directories. [`Guard`] does the kill and removal on every early
-//! return too.
+//! The helper clones the step's pid 1 first (outside any step cgroup), then, while pid 1
+//! finishes its mount namespace, creates the cgroup (a launcher's standby process made it
+//! before its step arrived: [`create_unlimited`]), writes the limits and moves pid 1 in: one
+//! write of `cgroup.procs` per hierarchy, which is where cgroup migration waits for an RCU
+//! grace period, off the critical path. Pid 1 runs only kiln's code until the helper releases
+//! it; then it unshares its cgroup namespace (rooted at the step's cgroup: the step sees `/`,
+//! not the host path) and forks the step, which is born in the cgroup with no moment outside
+//! its limits. When pid 1 is gone the helper kills whatever is left in the cgroup
+//! ([`StepCgroup::kill_all`]), reads usage and events, and removes the directories. [`Guard`]
+//! does the kill and removal on every early return too.
 //!
 //! # Deliberately absent
 //!
 //! No rlimits (per process, see the pid 1 code), no I/O or cpuset limits, no memory
-//! reservation or soft limits, no use of `CLONE_INTO_CGROUP` (works on v2 only; moving the
-//! helper works on both).
+//! reservation or soft limits, no reuse of a step's cgroup (peaks and event counters cannot
+//! all be reset), no use of `CLONE_INTO_CGROUP` (v2 only; moving pid 1 works on both, and its
+//! cost is hidden behind pid 1's own setup).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -68,12 +77,12 @@ const KILL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// One step's cgroup, in whichever cgroup version the machine has.
 pub(crate) trait StepCgroup {
+    /// Writes the step's limits.
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), SetupError>;
+
     /// Moves process `pid` (all its threads) into the cgroup; its future children are born
     /// there.
     fn add(&self, pid: Pid) -> Result<(), SetupError>;
-
-    /// Moves process `pid` back to the cgroups the helper started in.
-    fn move_back(&self, pid: Pid) -> Result<(), SetupError>;
 
     /// Pids of the processes in the cgroup now.
     fn procs(&self) -> Result<Vec<Pid>, SetupError>;
@@ -95,9 +104,9 @@ pub(crate) trait StepCgroup {
 /// Which cgroup version the machine offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Layout {
-    /// Unified hierarchy with `memory` and `pids`: the helper's own cgroup directory and the
-    /// `kiln` directory next to it.
-    V2 { own: PathBuf, kiln: PathBuf },
+    /// Unified hierarchy with `memory` and `pids`: the `kiln` directory next to the helper's
+    /// own cgroup.
+    V2 { kiln: PathBuf },
     /// Separate hierarchies: the helper's own cgroup directory in each.
     V1(v1::OwnDirs),
 }
@@ -111,7 +120,7 @@ pub(crate) fn detect() -> Result<Layout, SetupError> {
     if words.contains(&"memory") && words.contains(&"pids") {
         let own = v2::own_dir(root, &proc_cgroup)?;
         let kiln = v2::kiln_parent(root, &own);
-        return Ok(Layout::V2 { own, kiln });
+        return Ok(Layout::V2 { kiln });
     }
     let mountinfo = file::read(Path::new("/proc/self/mountinfo"))?;
     v1::own_dirs(&mountinfo, &proc_cgroup).map(Layout::V1)
@@ -121,25 +130,24 @@ pub(crate) fn detect() -> Result<Layout, SetupError> {
 /// cgroups (one per v1 hierarchy, one on v2). For health checks and tests: after every step
 /// ended, they hold no child whose owning helper is gone.
 pub fn step_cgroup_parents() -> Result<Vec<PathBuf>, SetupError> {
-    Ok(match detect()? {
-        Layout::V2 { kiln, .. } => vec![kiln],
-        Layout::V1(own) => own.kiln_parents(),
-    })
+    detect().map(|layout| parents(&layout))
 }
 
-/// Sweeps stale step cgroups, then creates this helper's, with `limits` written.
-pub(crate) fn create(limits: &Limits) -> Result<Guard, SetupError> {
+/// Creates this helper's step cgroup in `layout`, with `limits` written.
+pub(crate) fn create(layout: &Layout, limits: &Limits) -> Result<Guard, SetupError> {
+    let mut guard = create_unlimited(layout)?;
+    guard.set_limits(limits)?;
+    Ok(guard)
+}
+
+/// Creates this process's step cgroup in `layout`, with no limits yet: a launcher's standby
+/// process makes it before it knows its step. Nothing may run in it before
+/// [`Guard::set_limits`].
+pub(crate) fn create_unlimited(layout: &Layout) -> Result<Guard, SetupError> {
     let name = own_name()?;
-    let layout = detect()?;
     let cgroup: Box<dyn StepCgroup> = match layout {
-        Layout::V2 { own, kiln } => {
-            sweep(std::slice::from_ref(&kiln));
-            Box::new(v2::V2::create(&kiln, &name, own, limits)?)
-        }
-        Layout::V1(own) => {
-            sweep(&own.kiln_parents());
-            Box::new(v1::V1::create(&own, &name, limits)?)
-        }
+        Layout::V2 { kiln } => Box::new(v2::V2::create(kiln, &name)?),
+        Layout::V1(own) => Box::new(v1::V1::create(own, &name)?),
     };
     Ok(Guard {
         cgroup: Some(cgroup),
@@ -152,6 +160,13 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
+    pub(crate) fn set_limits(&mut self, limits: &Limits) -> Result<(), SetupError> {
+        self.cgroup
+            .as_deref_mut()
+            .expect("only `finish` takes the cgroup")
+            .set_limits(limits)
+    }
+
     pub(crate) fn get(&self) -> &dyn StepCgroup {
         self.cgroup
             .as_deref()
@@ -217,9 +232,30 @@ fn is_stale(name: &str) -> bool {
     start_time(pid) != Some(started)
 }
 
+/// The kiln parents of `layout`: one per v1 hierarchy, one on v2.
+fn parents(layout: &Layout) -> Vec<PathBuf> {
+    match layout {
+        Layout::V2 { kiln } => vec![kiln.clone()],
+        Layout::V1(own) => own.kiln_parents(),
+    }
+}
+
+/// Kills and removes every step cgroup of `layout` whose owning helper is gone.
+pub(crate) fn sweep_stale(layout: &Layout) {
+    sweep(&parents(layout));
+}
+
+/// Removes the kiln parents of `layout` if no step cgroup is left in them (the launcher, when
+/// it exits), so that the worker's own cgroup can be removed once the worker is gone.
+pub(crate) fn remove_empty_parents(layout: &Layout) {
+    for parent in parents(layout) {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
 /// Kills and removes every step cgroup under `parents` whose owning helper is gone. Best
-/// effort: a cgroup that cannot be removed now is tried again by the next helper.
-pub(crate) fn sweep(parents: &[PathBuf]) {
+/// effort: a cgroup that cannot be removed now is tried again by the next sweep.
+fn sweep(parents: &[PathBuf]) {
     for parent in parents {
         let Ok(entries) = std::fs::read_dir(parent) else {
             continue;
@@ -346,7 +382,7 @@ mod tests {
             millicpus: 1000,
             open_files: 64,
         };
-        let guard = create(&limits).unwrap();
+        let guard = create(&detect().unwrap(), &limits).unwrap();
         // The shell forks its two sleeps only once it is in the cgroup.
         let mut shell = Command::new("/bin/sh")
             .args(["-c", "read go; sleep 1000 & exec sleep 1000"])

@@ -136,20 +136,17 @@ fn own_path<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
 pub(crate) struct V1 {
     /// The step's directory per controller (co-mounted controllers share a path).
     dirs: BTreeMap<Controller, PathBuf>,
-    /// The helper's own directory per controller, to move it back to.
-    own: BTreeMap<Controller, PathBuf>,
     limits: Limits,
     removed: bool,
 }
 
 impl V1 {
-    /// Creates `<own>/kiln/<name>` in every hierarchy and writes `limits`. On failure, whatever
-    /// was created is removed again.
-    pub(crate) fn create(own: &OwnDirs, name: &str, limits: &Limits) -> Result<Self, SetupError> {
+    /// Creates `<own>/kiln/<name>` in every hierarchy, with no limits yet. On failure,
+    /// whatever was created is removed again.
+    pub(crate) fn create(own: &OwnDirs, name: &str) -> Result<Self, SetupError> {
         let mut cgroup = Self {
             dirs: BTreeMap::new(),
-            own: own.0.clone(),
-            limits: *limits,
+            limits: Limits::default(),
             removed: false,
         };
         let created = own.0.iter().try_for_each(|(&controller, own_dir)| {
@@ -160,7 +157,7 @@ impl V1 {
             cgroup.dirs.insert(controller, dir);
             Ok(())
         });
-        match created.and_then(|()| cgroup.write_limits()) {
+        match created {
             Ok(()) => Ok(cgroup),
             Err(err) => {
                 let _ = cgroup.remove();
@@ -179,24 +176,6 @@ impl V1 {
         dirs.sort();
         dirs.dedup();
         dirs
-    }
-
-    fn write_limits(&self) -> Result<(), SetupError> {
-        let memory = self.dir(Controller::Memory);
-        let bytes = self.limits.memory_bytes.to_string();
-        file::write(&memory.join("memory.limit_in_bytes"), &bytes)?;
-        let memsw = memory.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            file::write(&memsw, &bytes)?;
-        } else {
-            file::write(&memory.join("memory.swappiness"), "0")?;
-        }
-        let pids = self.dir(Controller::Pids);
-        file::write(&pids.join("pids.max"), &self.limits.pids.to_string())?;
-        let cpu = self.dir(Controller::Cpu);
-        file::write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-        let quota = cpu_quota_us(self.limits.millicpus).to_string();
-        file::write(&cpu.join("cpu.cfs_quota_us"), &quota)
     }
 
     /// Freezes (`true`) or thaws (`false`) the step; waits briefly for `FROZEN`. Best effort:
@@ -223,18 +202,27 @@ impl V1 {
 }
 
 impl StepCgroup for V1 {
-    fn add(&self, pid: Pid) -> Result<(), SetupError> {
-        for dir in self.unique_dirs() {
-            file::write(&dir.join("cgroup.procs"), &pid.to_string())?;
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), SetupError> {
+        self.limits = *limits;
+        let memory = self.dir(Controller::Memory);
+        let bytes = self.limits.memory_bytes.to_string();
+        file::write(&memory.join("memory.limit_in_bytes"), &bytes)?;
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            file::write(&memsw, &bytes)?;
+        } else {
+            file::write(&memory.join("memory.swappiness"), "0")?;
         }
-        Ok(())
+        let pids = self.dir(Controller::Pids);
+        file::write(&pids.join("pids.max"), &self.limits.pids.to_string())?;
+        let cpu = self.dir(Controller::Cpu);
+        file::write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        let quota = cpu_quota_us(self.limits.millicpus).to_string();
+        file::write(&cpu.join("cpu.cfs_quota_us"), &quota)
     }
 
-    fn move_back(&self, pid: Pid) -> Result<(), SetupError> {
-        let mut dirs: Vec<&PathBuf> = self.own.values().collect();
-        dirs.sort();
-        dirs.dedup();
-        for dir in dirs {
+    fn add(&self, pid: Pid) -> Result<(), SetupError> {
+        for dir in self.unique_dirs() {
             file::write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -291,9 +279,6 @@ impl StepCgroup for V1 {
         self.freeze(false);
         for dir in self.unique_dirs() {
             file::remove_dir(dir)?;
-            if let Some(parent) = dir.parent() {
-                file::remove_parent_if_empty(parent);
-            }
         }
         self.removed = true;
         Ok(())
@@ -395,7 +380,8 @@ mod tests {
             millicpus: 500,
             open_files: 10,
         };
-        let mut cgroup = V1::create(&OwnDirs(own), "s", &limits).unwrap();
+        let mut cgroup = V1::create(&OwnDirs(own), "s").unwrap();
+        cgroup.set_limits(&limits).unwrap();
         let read = |path: &str| std::fs::read_to_string(tmp.path().join(path)).unwrap();
         assert_eq!(read("memory/kiln/s/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("memory/kiln/s/memory.swappiness"), "0");

@@ -49,28 +49,21 @@ pub(crate) fn kiln_parent(root: &Path, own: &Path) -> PathBuf {
 pub(crate) struct V2 {
     dir: PathBuf,
     kiln: PathBuf,
-    own: PathBuf,
     limits: Limits,
     removed: bool,
 }
 
 impl V2 {
-    /// Creates `kiln/<name>`, delegates the controllers to it and writes `limits`.
-    pub(crate) fn create(
-        kiln: &Path,
-        name: &str,
-        own: PathBuf,
-        limits: &Limits,
-    ) -> Result<Self, SetupError> {
+    /// Creates `kiln/<name>` and delegates the controllers to it, with no limits yet.
+    pub(crate) fn create(kiln: &Path, name: &str) -> Result<Self, SetupError> {
         file::create_in_parent(kiln, name)?;
         let mut cgroup = Self {
             dir: kiln.join(name),
             kiln: kiln.to_owned(),
-            own,
-            limits: *limits,
+            limits: Limits::default(),
             removed: false,
         };
-        match cgroup.delegate().and_then(|()| cgroup.write_limits()) {
+        match cgroup.delegate() {
             Ok(()) => Ok(cgroup),
             Err(err) => {
                 let _ = cgroup.remove();
@@ -120,8 +113,11 @@ impl V2 {
             &plus(&undelegated),
         )
     }
+}
 
-    fn write_limits(&self) -> Result<(), SetupError> {
+impl StepCgroup for V2 {
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), SetupError> {
+        self.limits = *limits;
         let dir = &self.dir;
         file::write(
             &dir.join("memory.max"),
@@ -135,15 +131,9 @@ impl V2 {
         let quota = cpu_quota_us(self.limits.millicpus);
         file::write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))
     }
-}
 
-impl StepCgroup for V2 {
     fn add(&self, pid: Pid) -> Result<(), SetupError> {
         file::write(&self.dir.join("cgroup.procs"), &pid.to_string())
-    }
-
-    fn move_back(&self, pid: Pid) -> Result<(), SetupError> {
-        file::write(&self.own.join("cgroup.procs"), &pid.to_string())
     }
 
     fn procs(&self) -> Result<Vec<Pid>, SetupError> {
@@ -202,7 +192,6 @@ impl StepCgroup for V2 {
             return Ok(());
         }
         file::remove_dir(&self.dir)?;
-        file::remove_parent_if_empty(&self.kiln);
         self.removed = true;
         Ok(())
     }
@@ -246,7 +235,8 @@ mod tests {
             millicpus: 1500,
             open_files: 10,
         };
-        let mut cgroup = V2::create(&kiln, "s", tmp.path().join("own"), &limits).unwrap();
+        let mut cgroup = V2::create(&kiln, "s").unwrap();
+        cgroup.set_limits(&limits).unwrap();
         let read = |path: &str| std::fs::read_to_string(tmp.path().join(path)).unwrap();
         assert_eq!(read("kiln/cgroup.subtree_control"), "+cpu +memory +pids");
         assert_eq!(read("kiln/s/memory.max"), "536870912");
@@ -287,10 +277,7 @@ mod tests {
         let kiln = tmp.path().join("kiln");
         std::fs::create_dir(&kiln).unwrap();
         std::fs::write(kiln.join("cgroup.controllers"), "memory\n").unwrap();
-        let limits = Limits::default();
-        let err = V2::create(&kiln, "s", tmp.path().join("own"), &limits)
-            .err()
-            .unwrap();
+        let err = V2::create(&kiln, "s").err().unwrap();
         assert_eq!(
             err,
             SetupError::CgroupControllers {
