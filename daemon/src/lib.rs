@@ -4,14 +4,22 @@
 //! Invariant: the daemon never runs step code and never links the sandbox; it hands
 //! [`kiln_core::StepSpec`]s to an executor and receives [`kiln_core::StepRecord`]s back.
 //! Invariant: the signing key is read only here.
+//!
+//! Two ways to drive a run: the all-in-one mode calls [`run::accept`], [`schedule::drive`] and
+//! [`publish::publish`] in one process; `kiln daemon` ([`http::Server`]) accepts runs over
+//! HTTP and leases their steps to workers through the [`dispatch::Dispatcher`].
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod dispatch;
+pub mod http;
 pub mod publish;
 pub mod run;
 pub mod schedule;
 pub mod state;
 
 pub use controller::{Controller, ControllerError};
+pub use dispatch::{Clock, DispatchConfig, Dispatcher, SystemClock};
+pub use http::{Server, ServerConfig, ServerError};
 pub use run::{AcceptError, AcceptedRun, PipelineSource};
 pub use schedule::{BoxFuture, RunEvent, StepExecutor};

@@ -7,7 +7,7 @@ use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest};
 use kiln_pipelines::Pipeline;
 use time::OffsetDateTime;
 
-use crate::state::{MirrorEntry, NewRun, State, StateError};
+use crate::state::{MirrorEntry, NewRun, NewStep, State, StateError, Submission};
 
 /// Why a pipeline's run was refused at acceptance.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ fn to_input(entry: MirrorEntry) -> MirrorInput {
 
 async fn resolve(
     state: &State,
-    contains: &dyn Fn(&Sha256Digest) -> bool,
+    contains: &(dyn Fn(&Sha256Digest) -> bool + Sync),
     role: &str,
     reference: &MirrorRef,
 ) -> Result<MirrorInput, AcceptError> {
@@ -90,12 +90,38 @@ async fn resolve(
     Ok(to_input(entry))
 }
 
-/// Resolves and records a run. On any error nothing has been written.
+/// How an accepted run's steps will be dispatched.
+#[derive(Clone, Copy, Debug)]
+pub enum Dispatch<'a> {
+    /// The caller drives the steps itself ([`crate::schedule::drive`], the all-in-one mode).
+    Local,
+    /// The daemon leases the steps to workers; the pipeline text is kept so that a restarted
+    /// daemon can resume the run.
+    Leased {
+        pipeline_yaml: &'a str,
+        request_id: Option<&'a str>,
+    },
+}
+
+/// Resolves and records a run whose steps the caller drives. On any error nothing has been
+/// written.
 pub async fn accept(
     state: &State,
-    contains: &dyn Fn(&Sha256Digest) -> bool,
+    contains: &(dyn Fn(&Sha256Digest) -> bool + Sync),
     pipeline: Pipeline,
     source: PipelineSource,
+) -> Result<AcceptedRun, AcceptError> {
+    accept_with(state, contains, pipeline, source, Dispatch::Local).await
+}
+
+/// Resolves and records a run dispatched as `dispatch` says. On any error nothing has been
+/// written; a repeated request id is [`StateError::DuplicateRequest`].
+pub async fn accept_with(
+    state: &State,
+    contains: &(dyn Fn(&Sha256Digest) -> bool + Sync),
+    pipeline: Pipeline,
+    source: PipelineSource,
+    dispatch: Dispatch<'_>,
 ) -> Result<AcceptedRun, AcceptError> {
     let rootfs = resolve(state, contains, "rootfs", pipeline.rootfs()).await?;
     if rootfs.kind != BlobKind::Tree {
@@ -120,7 +146,25 @@ pub async fn accept(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let started_at = OffsetDateTime::now_utc();
-    let steps = pipeline.steps().iter().map(|s| s.name()).collect();
+    let steps = pipeline
+        .steps()
+        .iter()
+        .map(|s| NewStep {
+            name: s.name(),
+            needs: s.needs(),
+        })
+        .collect();
+    let submission = match dispatch {
+        Dispatch::Local => None,
+        Dispatch::Leased {
+            pipeline_yaml,
+            request_id,
+        } => Some(Submission {
+            pipeline_yaml,
+            resolution_json: crate::state::resolution_json(&rootfs, &inputs),
+            request_id,
+        }),
+    };
     state
         .create_run(&NewRun {
             id: &id,
@@ -129,6 +173,7 @@ pub async fn accept(
             pipeline_sha256: &source.sha256,
             started_at,
             steps,
+            submission,
         })
         .await?;
     Ok(AcceptedRun {

@@ -30,31 +30,70 @@ pub enum RunEvent<'a> {
     StepSkipped { step: &'a str, because: &'a str },
 }
 
-/// The spec of `step`, given the records of the steps it needs.
-fn step_spec(run: &AcceptedRun, step: &Step, records: &BTreeMap<String, StepRecord>) -> StepSpec {
-    let mirror_inputs = step.inputs().iter().map(|name| StagedInput {
-        mount_name: name.clone(),
-        source: InputSource::Mirror(run.inputs[name].clone()),
-    });
-    let step_inputs = step.needs().iter().map(|name| StagedInput {
-        mount_name: name.clone(),
-        source: InputSource::Step {
-            step: name.clone(),
-            outputs: records[name].outputs.clone(),
-        },
-    });
-    StepSpec {
+/// Why a step's spec could not be built: something it needs is not at hand.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the pipeline has no step {step}")]
+    UnknownStep { step: String },
+    #[error("step {step}: input {input} was not resolved when the run was accepted")]
+    UnresolvedInput { step: String, input: String },
+    #[error("step {step}: needs {need}, which has no record")]
+    MissingRecord { step: String, need: String },
+}
+
+/// The spec of `step`, given the records of the steps it needs. Both the all-in-one mode
+/// ([`drive`]) and the daemon's leases build specs here.
+pub fn step_spec(
+    run: &AcceptedRun,
+    step: &Step,
+    records: &BTreeMap<String, StepRecord>,
+) -> Result<StepSpec, SpecError> {
+    let mirror_inputs = step
+        .inputs()
+        .iter()
+        .map(|name| {
+            let input = run
+                .inputs
+                .get(name)
+                .ok_or_else(|| SpecError::UnresolvedInput {
+                    step: step.name().to_owned(),
+                    input: name.clone(),
+                })?;
+            Ok(StagedInput {
+                mount_name: name.clone(),
+                source: InputSource::Mirror(input.clone()),
+            })
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
+    let step_inputs = step
+        .needs()
+        .iter()
+        .map(|name| {
+            let record = records.get(name).ok_or_else(|| SpecError::MissingRecord {
+                step: step.name().to_owned(),
+                need: name.clone(),
+            })?;
+            Ok(StagedInput {
+                mount_name: name.clone(),
+                source: InputSource::Step {
+                    step: name.clone(),
+                    outputs: record.outputs.clone(),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
+    Ok(StepSpec {
         run_id: run.id.clone(),
         step: step.name().to_owned(),
         command: step.run().to_owned(),
         env: step.env().clone(),
         rootfs: run.rootfs.clone(),
-        inputs: mirror_inputs.chain(step_inputs).collect(),
+        inputs: mirror_inputs.into_iter().chain(step_inputs).collect(),
         outputs: step.outputs().to_vec(),
         timeout_secs: step.timeout().as_secs().max(1),
         source_date_epoch: run.pipeline.source_date_epoch(),
         resources: step.resources(),
-    }
+    })
 }
 
 /// Runs every step of `run` and returns the records of the steps that ran.
@@ -83,7 +122,8 @@ pub async fn drive(
                 });
                 not_ok.insert(step.name().to_owned());
             } else if running.len() < jobs && step.needs().iter().all(|n| records.contains_key(n)) {
-                let spec = step_spec(run, step, &records);
+                let spec = step_spec(run, step, &records)
+                    .expect("accept resolved every input and only succeeded needs are waited on");
                 state
                     .set_step_state(&run.id, step.name(), StepState::Running)
                     .await?;

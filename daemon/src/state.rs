@@ -2,11 +2,21 @@
 //!
 //! SQLite through sqlx (a file under the data dir, WAL, schema from `migrations/`). Every
 //! multi-row change is one transaction, so a crash or a refused input never leaves half a run.
+//! The daemon's transitions (leases, reports, expiry) live in [`leases`].
+
+mod leases;
+
+pub use leases::{
+    Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
+    SubmittedRun,
+};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use kiln_core::{BlobKind, MirrorRef, Sha256Digest, StepRecord};
+use std::collections::BTreeMap;
+
+use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest, StepRecord};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
@@ -39,6 +49,8 @@ pub enum StateError {
     },
     #[error("state database holds an unreadable {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("request id {request_id:?} already names a run")]
+    DuplicateRequest { request_id: String },
 }
 
 fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
@@ -70,7 +82,46 @@ pub struct NewRun<'a> {
     pub pipeline_file: &'a str,
     pub pipeline_sha256: &'a Sha256Digest,
     pub started_at: OffsetDateTime,
-    pub steps: Vec<&'a str>,
+    /// In pipeline (topological) order.
+    pub steps: Vec<NewStep<'a>>,
+    /// `Some` for a run submitted to the daemon, whose steps are leased to workers; `None` for
+    /// the all-in-one mode, which drives its steps itself.
+    pub submission: Option<Submission<'a>>,
+}
+
+/// One step of a [`NewRun`].
+#[derive(Clone, Debug)]
+pub struct NewStep<'a> {
+    pub name: &'a str,
+    pub needs: &'a [String],
+}
+
+/// What a daemon keeps of a submitted run so that a restarted daemon can resume it.
+#[derive(Clone, Debug)]
+pub struct Submission<'a> {
+    /// The pipeline text, verbatim.
+    pub pipeline_yaml: &'a str,
+    /// The rootfs and inputs as resolved at acceptance (see [`resolution_json`]).
+    pub resolution_json: String,
+    /// The client's idempotency key.
+    pub request_id: Option<&'a str>,
+}
+
+/// The stored form of a run's resolution: `{"rootfs": MirrorInput, "inputs": {NAME: MirrorInput}}`.
+pub fn resolution_json(rootfs: &MirrorInput, inputs: &BTreeMap<String, MirrorInput>) -> String {
+    serde_json::json!({ "rootfs": rootfs, "inputs": inputs }).to_string()
+}
+
+/// Reads back [`resolution_json`].
+pub fn parse_resolution(
+    json: &str,
+) -> Result<(MirrorInput, BTreeMap<String, MirrorInput>), StateError> {
+    let bad = corrupt("run resolution");
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let rootfs = serde_json::from_value(value["rootfs"].take()).map_err(|e| bad(e.to_string()))?;
+    let inputs = serde_json::from_value(value["inputs"].take()).map_err(|e| bad(e.to_string()))?;
+    Ok((rootfs, inputs))
 }
 
 /// A step's scheduling state.
@@ -219,28 +270,55 @@ impl State {
     /// Records an accepted run and its pending steps, atomically.
     pub async fn create_run(&self, run: &NewRun<'_>) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        let sub = run.submission.as_ref();
         sqlx::query(
-            "INSERT INTO runs (id, pipeline_name, pipeline_file, pipeline_sha256, state, started_at)
-             VALUES (?, ?, ?, ?, 'running', ?)",
+            "INSERT INTO runs (id, pipeline_name, pipeline_file, pipeline_sha256, state, started_at,
+                               dispatch, pipeline_yaml, resolution_json, request_id)
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
         )
         .bind(run.id)
         .bind(run.pipeline_name)
         .bind(run.pipeline_file)
         .bind(run.pipeline_sha256.to_string())
         .bind(rfc3339(run.started_at))
+        .bind(if sub.is_some() { "lease" } else { "local" })
+        .bind(sub.map(|s| s.pipeline_yaml))
+        .bind(sub.map(|s| s.resolution_json.as_str()))
+        .bind(sub.and_then(|s| s.request_id))
         .execute(&mut *tx)
         .await
-        .map_err(query_err("insert run"))?;
+        .map_err(|source| match (&source, sub.and_then(|s| s.request_id)) {
+            (sqlx::Error::Database(db), Some(request_id)) if db.is_unique_violation() => {
+                StateError::DuplicateRequest {
+                    request_id: request_id.to_owned(),
+                }
+            }
+            _ => StateError::Query {
+                what: "insert run",
+                source,
+            },
+        })?;
         for (position, step) in run.steps.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO steps (run_id, name, position, state) VALUES (?, ?, ?, 'pending')",
             )
             .bind(run.id)
-            .bind(step)
+            .bind(step.name)
             .bind(position as i64)
             .execute(&mut *tx)
             .await
             .map_err(query_err("insert step"))?;
+        }
+        for step in &run.steps {
+            for need in step.needs {
+                sqlx::query("INSERT INTO step_needs (run_id, step, need) VALUES (?, ?, ?)")
+                    .bind(run.id)
+                    .bind(step.name)
+                    .bind(need)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("insert step need"))?;
+            }
         }
         tx.commit().await.map_err(query_err("commit run"))
     }
@@ -265,28 +343,13 @@ impl State {
     /// Stores a step's record and its final state in one transaction.
     pub async fn record_step(&self, record: &StepRecord) -> Result<(), StateError> {
         let json = serde_json::to_string(record).expect("a StepRecord always serialises");
-        let exit = serde_json::to_value(&record.exit).expect("an ExitRecord always serialises");
         let state = if record.exit.success() {
             StepState::Succeeded
         } else {
             StepState::Failed
         };
         let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
-        sqlx::query(
-            "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&record.run_id)
-        .bind(&record.step)
-        .bind(exit["status"].as_str().unwrap_or("unknown"))
-        .bind(record.rootfs.sha256.to_string())
-        .bind(record.log.sha256.to_string())
-        .bind(rfc3339(record.started_on))
-        .bind(rfc3339(record.finished_on))
-        .bind(json)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("insert step record"))?;
+        leases::insert_record(&mut tx, record, &json).await?;
         sqlx::query("UPDATE steps SET state = ? WHERE run_id = ? AND name = ?")
             .bind(state.as_str())
             .bind(&record.run_id)
@@ -372,10 +435,12 @@ impl State {
 
     /// How many rows each table holds: lets tests prove a refused input wrote nothing.
     pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StateError> {
-        const TABLES: [(&str, &str); 5] = [
+        const TABLES: [(&str, &str); 7] = [
             ("mirror_entries", "SELECT count(*) FROM mirror_entries"),
             ("runs", "SELECT count(*) FROM runs"),
             ("steps", "SELECT count(*) FROM steps"),
+            ("step_needs", "SELECT count(*) FROM step_needs"),
+            ("workers", "SELECT count(*) FROM workers"),
             ("step_records", "SELECT count(*) FROM step_records"),
             ("artifacts", "SELECT count(*) FROM artifacts"),
         ];

@@ -1,0 +1,552 @@
+//! The daemon's dispatcher: submitted runs, worker leases, reports, lease expiry and
+//! publishing a finished run. Transport-neutral: the HTTP layer ([`crate::http`]) is a thin
+//! front over it.
+//!
+//! Every transition is one transaction in [`State`], so a restarted daemon resumes where it
+//! stopped: runs that were running stay running, leased steps keep their leases until they
+//! expire, and a run whose last step reported just before a crash is published by the next
+//! [`Dispatcher::tick`].
+//!
+//! Invariant: the dispatcher never runs step code; it hands out `StepSpec`s and receives
+//! `StepRecord`s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_attest::keys::KeyPair;
+use kiln_core::api::v1;
+use kiln_core::{ExitRecord, Sha256Digest};
+use kiln_pipelines::Diagnostics;
+use time::OffsetDateTime;
+
+use crate::controller::Controller;
+use crate::run::{AcceptError, AcceptedRun, Dispatch, PipelineSource};
+use crate::schedule::SpecError;
+use crate::state::{LeaseStatus, NewWorker, ReportOutcome, StateError};
+
+/// Where the dispatcher reads the time: the system clock, or a test's.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Lease policy.
+#[derive(Clone)]
+pub struct DispatchConfig {
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How many leases a step gets before it fails.
+    pub max_attempts: u32,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(30),
+            max_attempts: 3,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pipeline is malformed")]
+    Malformed(Diagnostics),
+    #[error("the run was refused")]
+    Refused(#[source] AcceptError),
+    #[error("request id {request_id:?} was already used for another pipeline (sha256 {existing})")]
+    RequestIdReused {
+        request_id: String,
+        existing: String,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a submission led to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new run was accepted.
+    Created { run_id: String },
+    /// The request id names an earlier run of the same pipeline.
+    Existing { run_id: String },
+}
+
+/// Why a worker's lease operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("worker {worker_id} is not registered (register with POST /v1/workers first)")]
+    UnknownWorker { worker_id: String },
+    #[error(
+        "lease {lease_id} is not current for worker {worker_id}: it expired, was reassigned, or is another worker's"
+    )]
+    NotCurrent { lease_id: String, worker_id: String },
+    #[error("the reported {what} (sha256 {sha256}) was not uploaded; PUT /v1/blobs/{sha256} first")]
+    MissingBlob { what: String, sha256: Sha256Digest },
+    #[error("lease {lease_id} is for step {step} of run {run_id}, but the record is for another")]
+    WrongStep {
+        lease_id: String,
+        run_id: String,
+        step: String,
+    },
+    #[error("run {run_id}: cannot build the step's spec")]
+    Spec {
+        run_id: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The dispatcher: one per daemon.
+pub struct Dispatcher {
+    controller: Arc<Controller>,
+    key: KeyPair,
+    config: DispatchConfig,
+    /// Accepted runs by id; immutable once accepted, so a cache of what the database holds.
+    runs: Mutex<HashMap<String, Arc<AcceptedRun>>>,
+    /// Serialises publishing, so a run is published once even when a report and the expiry
+    /// tick finish it at the same time.
+    finishing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("data_dir", &self.controller.data_dir())
+            .field("lease_ttl", &self.config.lease_ttl)
+            .field("max_attempts", &self.config.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    pub fn new(controller: Arc<Controller>, key: KeyPair, config: DispatchConfig) -> Self {
+        Self {
+            controller,
+            key,
+            config,
+            runs: Mutex::new(HashMap::new()),
+            finishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The controller (state, store).
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The lease policy.
+    pub fn config(&self) -> &DispatchConfig {
+        &self.config
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.config.clock.now()
+    }
+
+    /// Parses, accepts and records a submitted pipeline; a repeated request id returns the
+    /// first run. Nothing is recorded for a refused submission.
+    pub async fn submit(&self, req: &v1::SubmitRun) -> Result<Submitted, SubmitError> {
+        let sha256 = Sha256Digest::of(req.pipeline_yaml.as_bytes());
+        if let Some(request_id) = &req.request_id
+            && let Some(existing) = self.existing(request_id, &sha256).await?
+        {
+            return Ok(existing);
+        }
+        let pipeline = kiln_pipelines::parse(&req.pipeline_file, &req.pipeline_yaml)
+            .map_err(SubmitError::Malformed)?;
+        let source = PipelineSource {
+            file: req.pipeline_file.clone(),
+            sha256,
+        };
+        let store = self.controller.store();
+        let accepted = crate::run::accept_with(
+            self.controller.state(),
+            &|d| store.contains(d),
+            pipeline,
+            source,
+            Dispatch::Leased {
+                pipeline_yaml: &req.pipeline_yaml,
+                request_id: req.request_id.as_deref(),
+            },
+        )
+        .await;
+        let run = match accepted {
+            Ok(run) => run,
+            // Two submissions with one request id raced; the other one won.
+            Err(AcceptError::State(StateError::DuplicateRequest { request_id })) => {
+                return match self.existing(&request_id, &sha256).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(StateError::DuplicateRequest { request_id }.into()),
+                };
+            }
+            Err(e) => return Err(SubmitError::Refused(e)),
+        };
+        tracing::info!(run = %run.id, pipeline = run.pipeline.name(), steps = run.pipeline.steps().len(), "run accepted");
+        let run_id = run.id.clone();
+        self.lock_runs().insert(run_id.clone(), Arc::new(run));
+        Ok(Submitted::Created { run_id })
+    }
+
+    async fn existing(
+        &self,
+        request_id: &str,
+        sha256: &Sha256Digest,
+    ) -> Result<Option<Submitted>, SubmitError> {
+        let Some((run_id, existing)) = self
+            .controller
+            .state()
+            .run_by_request_id(request_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if existing != sha256.to_string() {
+            return Err(SubmitError::RequestIdReused {
+                request_id: request_id.to_owned(),
+                existing,
+            });
+        }
+        Ok(Some(Submitted::Existing { run_id }))
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AcceptedRun>>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An accepted run, from the cache or rebuilt from what the database kept.
+    async fn accepted_run(&self, run_id: &str) -> Result<Arc<AcceptedRun>, StateError> {
+        if let Some(run) = self.lock_runs().get(run_id) {
+            return Ok(run.clone());
+        }
+        let bad = |detail: String| StateError::Corrupt {
+            what: "submitted run",
+            detail,
+        };
+        let kept = self
+            .controller
+            .state()
+            .submitted_run(run_id)
+            .await?
+            .ok_or_else(|| bad(format!("run {run_id} was not submitted to the daemon")))?;
+        let pipeline =
+            kiln_pipelines::parse(&kept.pipeline_file, &kept.pipeline_yaml).map_err(|d| {
+                let first = d.iter().next().map(|d| d.to_string()).unwrap_or_default();
+                bad(format!(
+                    "run {run_id}: stored pipeline no longer parses: {first}"
+                ))
+            })?;
+        let (rootfs, inputs) = crate::state::parse_resolution(&kept.resolution_json)?;
+        let run = Arc::new(AcceptedRun {
+            id: kept.id,
+            pipeline,
+            source: PipelineSource {
+                file: kept.pipeline_file,
+                sha256: kept.pipeline_sha256,
+            },
+            rootfs,
+            inputs,
+            started_at: kept.started_at,
+        });
+        self.lock_runs().insert(run_id.to_owned(), run.clone());
+        Ok(run)
+    }
+
+    /// Records a worker and returns its id.
+    pub async fn register(&self, req: &v1::RegisterWorker) -> Result<String, StateError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let labels = serde_json::to_string(&req.labels).expect("labels always serialise");
+        self.controller
+            .state()
+            .register_worker(&NewWorker {
+                id: &id,
+                name: &req.name,
+                slots: req.slots,
+                labels_json: &labels,
+                registered_at: self.now(),
+            })
+            .await?;
+        tracing::info!(worker = %id, name = %req.name, slots = req.slots, "worker registered");
+        Ok(id)
+    }
+
+    /// Leases the oldest ready step to `worker_id`; `None` when nothing is ready.
+    pub async fn claim(&self, worker_id: &str) -> Result<Option<v1::Lease>, LeaseError> {
+        if !self.controller.state().worker_exists(worker_id).await? {
+            return Err(LeaseError::UnknownWorker {
+                worker_id: worker_id.to_owned(),
+            });
+        }
+        // Hand out nothing a dead worker still holds on paper.
+        self.expire().await?;
+        let lease_id = uuid::Uuid::new_v4().to_string();
+        let Some(claimed) = self
+            .controller
+            .state()
+            .claim_step(worker_id, &lease_id, self.now(), self.config.lease_ttl)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run = self.accepted_run(&claimed.run_id).await?;
+        let spec_err = |source| LeaseError::Spec {
+            run_id: claimed.run_id.clone(),
+            source,
+        };
+        let step = run.pipeline.step(&claimed.step).ok_or_else(|| {
+            spec_err(SpecError::UnknownStep {
+                step: claimed.step.clone(),
+            })
+        })?;
+        let spec = crate::schedule::step_spec(&run, step, &claimed.needs).map_err(spec_err)?;
+        tracing::info!(run = %claimed.run_id, step = %claimed.step, worker = %worker_id, lease = %lease_id, "step leased");
+        Ok(Some(v1::Lease {
+            lease_id,
+            ttl_secs: self.config.lease_ttl.as_secs().max(1),
+            spec,
+        }))
+    }
+
+    /// Extends a current lease by its ttl.
+    pub async fn heartbeat(&self, lease_id: &str, worker_id: &str) -> Result<(), LeaseError> {
+        match self
+            .controller
+            .state()
+            .heartbeat(lease_id, worker_id, self.now(), self.config.lease_ttl)
+            .await?
+        {
+            LeaseStatus::Current => Ok(()),
+            LeaseStatus::NotCurrent => Err(not_current(lease_id, worker_id)),
+        }
+    }
+
+    /// Accepts a step's record from the worker holding its lease; publishes the run when it
+    /// was the last step.
+    pub async fn report(&self, lease_id: &str, report: &v1::StepReport) -> Result<(), LeaseError> {
+        let state = self.controller.state();
+        let worker_id = &report.worker_id;
+        let record = &report.record;
+        if state.lease_status(lease_id, worker_id, self.now()).await? != LeaseStatus::Current {
+            // A lease never becomes current again, so this changes nothing; it only tells a
+            // retried report of an accepted record apart, which is answered as the first was.
+            return match state
+                .report_step(lease_id, worker_id, record, self.now())
+                .await?
+            {
+                ReportOutcome::AlreadyAccepted => Ok(()),
+                _ => Err(not_current(lease_id, worker_id)),
+            };
+        }
+        let store = self.controller.store();
+        let blobs = std::iter::once(("log".to_owned(), record.log.sha256)).chain(
+            record
+                .outputs
+                .iter()
+                .map(|o| (format!("output {}", o.path), o.sha256)),
+        );
+        for (what, sha256) in blobs {
+            if !store.contains(&sha256) {
+                return Err(LeaseError::MissingBlob { what, sha256 });
+            }
+        }
+        match state
+            .report_step(lease_id, worker_id, record, self.now())
+            .await?
+        {
+            ReportOutcome::Accepted { run_id, succeeded } => {
+                tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, succeeded, "step reported");
+                self.finish_if_complete(&run_id).await;
+                Ok(())
+            }
+            ReportOutcome::AlreadyAccepted => Ok(()),
+            ReportOutcome::NotCurrent => Err(not_current(lease_id, worker_id)),
+            ReportOutcome::WrongStep { run_id, step } => Err(LeaseError::WrongStep {
+                lease_id: lease_id.to_owned(),
+                run_id,
+                step,
+            }),
+        }
+    }
+
+    /// Ends expired leases and publishes runs they finished.
+    async fn expire(&self) -> Result<(), StateError> {
+        let expired = self
+            .controller
+            .state()
+            .expire_leases(self.now(), self.config.max_attempts)
+            .await?;
+        for lease in &expired {
+            tracing::warn!(run = %lease.run_id, step = %lease.step, worker = %lease.worker_id,
+                lease = %lease.lease_id, attempts = lease.attempts, gave_up = lease.gave_up,
+                "lease expired");
+        }
+        for lease in expired.iter().filter(|l| l.gave_up) {
+            self.finish_if_complete(&lease.run_id).await;
+        }
+        Ok(())
+    }
+
+    /// The periodic work: expire leases, and publish every run whose steps are all final but
+    /// which is still marked running (e.g. the daemon stopped between the last report and
+    /// publishing). Run once at startup and then every second.
+    pub async fn tick(&self) -> Result<(), StateError> {
+        self.expire().await?;
+        for run_id in self.controller.state().complete_runs().await? {
+            self.finish_if_complete(&run_id).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes and finishes `run_id` if all its steps are final. Failures are logged; the
+    /// run is then left running and retried by the next [`Self::tick`].
+    async fn finish_if_complete(&self, run_id: &str) {
+        if let Err(err) = self.try_finish(run_id).await {
+            tracing::error!(run = %run_id, error = %err, "cannot finish run; will retry");
+        }
+    }
+
+    async fn try_finish(&self, run_id: &str) -> Result<(), StateError> {
+        let _one_at_a_time = self.finishing.lock().await;
+        let state = self.controller.state();
+        if !state.complete_runs().await?.iter().any(|r| r == run_id) {
+            return Ok(());
+        }
+        let run = self.accepted_run(run_id).await?;
+        let records: BTreeMap<_, _> = state
+            .step_records(run_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.step.clone(), r))
+            .collect();
+        let mut all_ok = records.len() == run.pipeline.steps().len()
+            && records.values().all(|r| r.exit.success());
+        // Publishing again from scratch is how a crash half-way through is recovered.
+        state.clear_artifacts(run_id).await?;
+        match crate::publish::publish(state, self.controller.store(), &run, &records, &self.key)
+            .await
+        {
+            Ok(published) => {
+                for a in &published {
+                    tracing::info!(run = %run_id, artifact = %a.name, sha256 = %a.sha256, "artifact published");
+                }
+            }
+            Err(crate::publish::PublishError::State(e)) => return Err(e),
+            Err(err) => {
+                tracing::error!(run = %run_id, error = %err, "cannot publish the run's artifacts; the run fails");
+                state.clear_artifacts(run_id).await?;
+                all_ok = false;
+            }
+        }
+        state.finish_run(run_id, all_ok, self.now()).await?;
+        tracing::info!(run = %run_id, succeeded = all_ok, "run finished");
+        self.lock_runs().remove(run_id);
+        Ok(())
+    }
+
+    /// A run as the API shows it.
+    pub async fn run_view(&self, run_id: &str) -> Result<Option<v1::RunView>, StateError> {
+        let Some(detail) = self.controller.state().run_detail(run_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(view(detail)))
+    }
+
+    /// Every run, newest first.
+    pub async fn run_views(&self) -> Result<Vec<v1::RunView>, StateError> {
+        let mut views = Vec::new();
+        for id in self.controller.state().run_ids().await? {
+            if let Some(v) = self.run_view(&id).await? {
+                views.push(v);
+            }
+        }
+        Ok(views)
+    }
+}
+
+fn not_current(lease_id: &str, worker_id: &str) -> LeaseError {
+    LeaseError::NotCurrent {
+        lease_id: lease_id.to_owned(),
+        worker_id: worker_id.to_owned(),
+    }
+}
+
+/// The versioned view of a stored run: the API boundary.
+fn view(detail: crate::state::RunDetail) -> v1::RunView {
+    let run_state = match detail.state.as_str() {
+        "succeeded" => v1::RunState::Succeeded,
+        "failed" => v1::RunState::Failed,
+        "cancelled" => v1::RunState::Cancelled,
+        _ => v1::RunState::Running,
+    };
+    let artifacts = detail
+        .artifacts
+        .iter()
+        .map(|(name, step, path, sha256)| {
+            let size = detail
+                .steps
+                .iter()
+                .find(|s| &s.name == step)
+                .and_then(|s| s.record.as_ref())
+                .and_then(|r| r.outputs.iter().find(|o| &o.path == path))
+                .map_or(0, |o| o.size);
+            v1::ArtifactView {
+                name: name.clone(),
+                step: step.clone(),
+                sha256: *sha256,
+                size,
+            }
+        })
+        .collect();
+    let steps = detail
+        .steps
+        .into_iter()
+        .map(|s| {
+            let state = match s.state.as_str() {
+                "running" => v1::StepState::Leased,
+                "succeeded" => v1::StepState::Succeeded,
+                "failed" => v1::StepState::Failed,
+                "skipped" => v1::StepState::Skipped,
+                "cancelled" => v1::StepState::Cancelled,
+                _ => v1::StepState::Pending,
+            };
+            let exit = match (s.record, s.reason) {
+                (Some(record), _) => Some(record.exit),
+                (None, Some(reason)) if state == v1::StepState::Failed => {
+                    Some(ExitRecord::Failed { reason })
+                }
+                _ => None,
+            };
+            v1::StepView {
+                name: s.name,
+                state,
+                attempts: s.attempts,
+                worker: s.worker_id,
+                exit,
+            }
+        })
+        .collect();
+    v1::RunView {
+        id: detail.id,
+        pipeline_name: detail.pipeline_name,
+        state: run_state,
+        started_at: detail.started_at,
+        finished_at: detail.finished_at,
+        steps,
+        artifacts,
+    }
+}

@@ -1,0 +1,319 @@
+//! The daemon's HTTP API (docs/api.md): a thin axum front over the [`Dispatcher`].
+//!
+//! [`router`] builds every route in one place, so another acceptor (mutual TLS) can serve the
+//! same router; [`Server::serve`] is the plain-TCP acceptor plus the background tick that
+//! expires leases.
+//!
+//! Deliberately absent in this increment: TLS, authentication, log streaming while a step
+//! runs, metrics.
+
+mod blobs;
+mod error;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kiln_core::api::v1;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+use crate::controller::{Controller, ControllerError};
+use crate::dispatch::{DispatchConfig, Dispatcher, Submitted};
+
+/// Size limits of request bodies.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// JSON bodies (submissions, reports).
+    pub json_bytes: usize,
+    /// One uploaded blob (a rootfs tarball is ~200 MB).
+    pub blob_bytes: u64,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            json_bytes: 16 << 20,
+            blob_bytes: 16 << 30,
+        }
+    }
+}
+
+/// How to run a daemon.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// Sign with this PKCS#8 PEM key instead of the data dir's.
+    pub key: Option<PathBuf>,
+    pub dispatch: DispatchConfig,
+    pub limits: BodyLimits,
+    /// How often leases are expired and finished runs published.
+    pub tick: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the data dir.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            key: None,
+            dispatch: DispatchConfig::default(),
+            limits: BodyLimits::default(),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data dir {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: ControllerError,
+    },
+    #[error("cannot load the signing key")]
+    Key(#[source] ControllerError),
+    #[error("cannot serve HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A daemon with its data dir open, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    dispatcher: Arc<Dispatcher>,
+    limits: BodyLimits,
+    tick: Duration,
+}
+
+impl Server {
+    /// Opens (creating if needed) the data dir and the signing key.
+    pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
+        let controller =
+            Controller::open(&config.data_dir)
+                .await
+                .map_err(|source| ServerError::Open {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
+        let key = controller
+            .signing_key(config.key.as_deref())
+            .map_err(ServerError::Key)?;
+        let dispatcher = Dispatcher::new(Arc::new(controller), key, config.dispatch);
+        Ok(Self {
+            dispatcher: Arc::new(dispatcher),
+            limits: config.limits,
+            tick: config.tick,
+        })
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Every route of the API.
+    pub fn router(&self) -> Router {
+        router(self.dispatcher.clone(), self.limits)
+    }
+
+    /// Resumes (expires what expired while stopped, publishes runs that finished), then serves
+    /// `listener` and ticks every `tick` until `shutdown` completes; then closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        if let Err(err) = self.dispatcher.tick().await {
+            tracing::error!(error = %error::one_line(&err), "cannot resume");
+        }
+        let ticker = {
+            let dispatcher = self.dispatcher.clone();
+            let period = self.tick;
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    if let Err(err) = dispatcher.tick().await {
+                        tracing::error!(error = %error::one_line(&err), "lease tick failed");
+                    }
+                }
+            })
+        };
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        ticker.abort();
+        let _ = ticker.await;
+        self.dispatcher.controller().state().close().await;
+        tracing::info!("daemon stopped");
+        served.map_err(ServerError::Serve)
+    }
+}
+
+type App = Arc<Dispatcher>;
+
+/// The API's routes over `dispatcher`.
+pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits) -> Router {
+    let blob_limit = limits.blob_bytes;
+    Router::new()
+        .route("/v1/runs", post(submit_run).get(list_runs))
+        .route("/v1/runs/{run}", get(show_run))
+        .route("/v1/runs/{run}/steps/{step}/log", get(step_log))
+        .route("/v1/runs/{run}/artifacts/{name}", get(artifact))
+        .route(
+            "/v1/runs/{run}/artifacts/{name}/provenance",
+            get(provenance),
+        )
+        .route("/v1/workers", post(register_worker))
+        .route("/v1/leases", post(claim_lease))
+        .route("/v1/leases/{lease}/heartbeat", post(heartbeat))
+        .route("/v1/leases/{lease}/report", post(report))
+        .route(
+            "/v1/blobs/{sha256}",
+            get(get_blob).head(head_blob).put(
+                move |State(app): State<App>, Path(sha): Path<String>, body: Body| async move {
+                    let digest = blobs::parse_digest(&sha)?;
+                    blobs::put(app.controller().clone(), digest, body, blob_limit).await
+                },
+            ),
+        )
+        .layer(DefaultBodyLimit::max(limits.json_bytes))
+        .with_state(dispatcher)
+}
+
+async fn submit_run(
+    State(app): State<App>,
+    body: Result<Json<v1::SubmitRun>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let (status, run_id) = match app.submit(&req).await? {
+        Submitted::Created { run_id } => (StatusCode::CREATED, run_id),
+        Submitted::Existing { run_id } => (StatusCode::OK, run_id),
+    };
+    let view = app
+        .run_view(&run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {run_id}")))?;
+    Ok((status, Json(view)).into_response())
+}
+
+async fn list_runs(State(app): State<App>) -> Result<Json<Vec<v1::RunView>>, ApiError> {
+    Ok(Json(app.run_views().await?))
+}
+
+async fn show_run(
+    State(app): State<App>,
+    Path(run): Path<String>,
+) -> Result<Json<v1::RunView>, ApiError> {
+    app.run_view(&run)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no run {run}")))
+}
+
+async fn step_log(
+    State(app): State<App>,
+    Path((run, step)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let digest = app
+        .controller()
+        .state()
+        .step_log(&run, &step)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("run {run} has no log for step {step} (yet)"))
+        })?;
+    blobs::get(app.controller().clone(), digest, "application/octet-stream").await
+}
+
+async fn artifact(
+    State(app): State<App>,
+    Path((run, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (digest, _) = published(&app, &run, &name).await?;
+    blobs::get(app.controller().clone(), digest, "application/octet-stream").await
+}
+
+async fn provenance(
+    State(app): State<App>,
+    Path((run, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (_, digest) = published(&app, &run, &name).await?;
+    blobs::get(app.controller().clone(), digest, "application/jsonl").await
+}
+
+async fn published(
+    app: &App,
+    run: &str,
+    name: &str,
+) -> Result<(kiln_core::Sha256Digest, kiln_core::Sha256Digest), ApiError> {
+    app.controller()
+        .state()
+        .artifact(run, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run} has no published artifact {name}")))
+}
+
+async fn register_worker(
+    State(app): State<App>,
+    body: Result<Json<v1::RegisterWorker>, JsonRejection>,
+) -> Result<Json<v1::WorkerRegistered>, ApiError> {
+    let Json(req) = body?;
+    let worker_id = app.register(&req).await?;
+    Ok(Json(v1::WorkerRegistered { worker_id }))
+}
+
+async fn claim_lease(
+    State(app): State<App>,
+    body: Result<Json<v1::LeaseRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    Ok(match app.claim(&req.worker_id).await? {
+        Some(lease) => Json(lease).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn heartbeat(
+    State(app): State<App>,
+    Path(lease): Path<String>,
+    body: Result<Json<v1::Heartbeat>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body?;
+    app.heartbeat(&lease, &req.worker_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn report(
+    State(app): State<App>,
+    Path(lease): Path<String>,
+    body: Result<Json<v1::StepReport>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body?;
+    app.report(&lease, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_blob(State(app): State<App>, Path(sha): Path<String>) -> Result<Response, ApiError> {
+    let digest = blobs::parse_digest(&sha)?;
+    blobs::get(app.controller().clone(), digest, "application/octet-stream").await
+}
+
+/// `HEAD /v1/blobs/{sha256}`: whether the store has the blob (without re-hashing it), so an
+/// uploader can skip it.
+async fn head_blob(State(app): State<App>, Path(sha): Path<String>) -> Result<Response, ApiError> {
+    let digest = blobs::parse_digest(&sha)?;
+    blobs::head(app.controller(), &digest)
+}

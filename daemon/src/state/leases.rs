@@ -1,0 +1,655 @@
+//! The daemon's durable transitions: workers, leases, reports, expiry, and what the API shows.
+//!
+//! A leased step is in state `running` with a `lease_id`, a `worker_id` and a deadline
+//! (`lease_deadline_ms`, unix milliseconds). Every transition is one transaction started with
+//! `BEGIN IMMEDIATE`, which takes SQLite's write lock up front: two claims never read the
+//! same pending step, and a transaction never fails half-way upgrading a read lock.
+//!
+//! Time is always passed in by the caller, never read from SQLite, so tests can move a clock.
+//! Deliberately absent: any knowledge of pipelines beyond the `step_needs` edges.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use kiln_core::{Sha256Digest, StepRecord};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Row, Sqlite, Transaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{State, StateError, StepState, corrupt, query_err, rfc3339};
+
+/// A worker announcing itself.
+#[derive(Clone, Debug)]
+pub struct NewWorker<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub slots: u32,
+    pub labels_json: &'a str,
+    pub registered_at: OffsetDateTime,
+}
+
+/// A step just leased to a worker.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub run_id: String,
+    pub step: String,
+    /// The records of the steps it needs (all succeeded).
+    pub needs: BTreeMap<String, StepRecord>,
+}
+
+/// Whether a lease may still be used by the worker that presents it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Held by this worker and not expired.
+    Current,
+    /// Expired, reassigned, finished, unknown, or another worker's.
+    NotCurrent,
+}
+
+/// What [`State::report_step`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The record is stored and the step is final.
+    Accepted { run_id: String, succeeded: bool },
+    /// The same record was already accepted for this lease (a retried report).
+    AlreadyAccepted,
+    /// The lease is not this worker's current lease; nothing changed.
+    NotCurrent,
+    /// The record is for another step than the lease's; nothing changed.
+    WrongStep { run_id: String, step: String },
+}
+
+/// A lease that ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub run_id: String,
+    pub step: String,
+    pub lease_id: String,
+    pub worker_id: String,
+    pub attempts: u32,
+    /// Attempts exhausted: the step failed instead of going back to pending.
+    pub gave_up: bool,
+}
+
+/// What a daemon kept of a submitted run.
+#[derive(Clone, Debug)]
+pub struct SubmittedRun {
+    pub id: String,
+    pub pipeline_file: String,
+    pub pipeline_sha256: Sha256Digest,
+    pub pipeline_yaml: String,
+    pub resolution_json: String,
+    pub started_at: OffsetDateTime,
+}
+
+/// A run with its steps and artifacts, as the API shows it.
+#[derive(Clone, Debug)]
+pub struct RunDetail {
+    pub id: String,
+    pub pipeline_name: String,
+    pub state: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub steps: Vec<StepDetail>,
+    /// (name, step, path, sha256)
+    pub artifacts: Vec<(String, String, String, Sha256Digest)>,
+}
+
+/// One step of a [`RunDetail`].
+#[derive(Clone, Debug)]
+pub struct StepDetail {
+    pub name: String,
+    pub state: String,
+    pub attempts: u32,
+    pub worker_id: Option<String>,
+    /// Why it failed or was skipped without a record.
+    pub reason: Option<String>,
+    pub record: Option<StepRecord>,
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn deadline(now: OffsetDateTime, ttl: Duration) -> i64 {
+    millis(now).saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn parse_record(json: &str) -> Result<StepRecord, StateError> {
+    serde_json::from_str(json).map_err(|e| corrupt("step record")(e.to_string()))
+}
+
+impl State {
+    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, StateError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(query_err("begin immediate"))
+    }
+
+    /// Records a worker.
+    pub async fn register_worker(&self, worker: &NewWorker<'_>) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO workers (id, name, slots, labels_json, registered_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(worker.id)
+        .bind(worker.name)
+        .bind(i64::from(worker.slots))
+        .bind(worker.labels_json)
+        .bind(rfc3339(worker.registered_at))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("insert worker"))?;
+        Ok(())
+    }
+
+    /// Whether a worker with this id registered.
+    pub async fn worker_exists(&self, worker_id: &str) -> Result<bool, StateError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE id = ?")
+            .bind(worker_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("look up worker"))?;
+        Ok(n > 0)
+    }
+
+    /// Leases the oldest pending step (oldest run first, then pipeline order) whose needs have
+    /// all succeeded to `worker_id` under `lease_id`, until `now + ttl`. `None` when nothing is
+    /// ready.
+    pub async fn claim_step(
+        &self,
+        worker_id: &str,
+        lease_id: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Option<Claimed>, StateError> {
+        let mut tx = self.begin_immediate().await?;
+        let row = sqlx::query(
+            "SELECT s.run_id, s.name FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.state = 'pending' AND r.state = 'running' AND r.dispatch = 'lease'
+               AND NOT EXISTS (
+                   SELECT 1 FROM step_needs n
+                   JOIN steps d ON d.run_id = n.run_id AND d.name = n.need
+                   WHERE n.run_id = s.run_id AND n.step = s.name AND d.state <> 'succeeded')
+             ORDER BY r.started_at, r.id, s.position
+             LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_err("find a ready step"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let run_id: String = row.get(0);
+        let step: String = row.get(1);
+        let leased = sqlx::query(
+            "UPDATE steps SET state = 'running', lease_id = ?, worker_id = ?, lease_deadline_ms = ?,
+                              attempts = attempts + 1, reason = NULL
+             WHERE run_id = ? AND name = ? AND state = 'pending'",
+        )
+        .bind(lease_id)
+        .bind(worker_id)
+        .bind(deadline(now, ttl))
+        .bind(&run_id)
+        .bind(&step)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("lease step"))?;
+        if leased.rows_affected() != 1 {
+            // Cannot happen under SQLite's write lock; with row locks elsewhere, another
+            // claimer won: the worker asks again.
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT r.step, r.record_json FROM step_records r
+             JOIN step_needs n ON n.run_id = r.run_id AND n.need = r.step
+             WHERE n.run_id = ? AND n.step = ?",
+        )
+        .bind(&run_id)
+        .bind(&step)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_err("read needed records"))?;
+        let mut needs = BTreeMap::new();
+        for r in &rows {
+            needs.insert(r.get::<String, _>(0), parse_record(&r.get::<String, _>(1))?);
+        }
+        tx.commit().await.map_err(query_err("commit lease"))?;
+        Ok(Some(Claimed {
+            run_id,
+            step,
+            needs,
+        }))
+    }
+
+    /// Whether `lease_id` is `worker_id`'s and unexpired at `now`. Reads only.
+    pub async fn lease_status(
+        &self,
+        lease_id: &str,
+        worker_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<LeaseStatus, StateError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM steps WHERE lease_id = ? AND worker_id = ? AND state = 'running'
+             AND lease_deadline_ms >= ?",
+        )
+        .bind(lease_id)
+        .bind(worker_id)
+        .bind(millis(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("look up lease"))?;
+        Ok(if n == 1 {
+            LeaseStatus::Current
+        } else {
+            LeaseStatus::NotCurrent
+        })
+    }
+
+    /// Extends a current lease to `now + ttl`.
+    pub async fn heartbeat(
+        &self,
+        lease_id: &str,
+        worker_id: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<LeaseStatus, StateError> {
+        let done = sqlx::query(
+            "UPDATE steps SET lease_deadline_ms = ?
+             WHERE lease_id = ? AND worker_id = ? AND state = 'running' AND lease_deadline_ms >= ?",
+        )
+        .bind(deadline(now, ttl))
+        .bind(lease_id)
+        .bind(worker_id)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("extend lease"))?;
+        Ok(if done.rows_affected() == 1 {
+            LeaseStatus::Current
+        } else {
+            LeaseStatus::NotCurrent
+        })
+    }
+
+    /// Accepts `record` for the step leased under `lease_id`, if that lease is `worker_id`'s
+    /// and current at `now`: stores it and the step's final state, and skips every step
+    /// downstream of a failure, in one transaction. Otherwise changes nothing.
+    pub async fn report_step(
+        &self,
+        lease_id: &str,
+        worker_id: &str,
+        record: &StepRecord,
+        now: OffsetDateTime,
+    ) -> Result<ReportOutcome, StateError> {
+        let json = serde_json::to_string(record).expect("a StepRecord always serialises");
+        let mut tx = self.begin_immediate().await?;
+        let row = sqlx::query(
+            "SELECT s.run_id, s.name, s.worker_id, s.state, s.lease_deadline_ms, r.record_json
+             FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
+             WHERE s.lease_id = ?",
+        )
+        .bind(lease_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_err("look up lease"))?;
+        let Some(row) = row else {
+            return Ok(ReportOutcome::NotCurrent);
+        };
+        let run_id: String = row.get(0);
+        let step: String = row.get(1);
+        let holder: Option<String> = row.get(2);
+        let state: String = row.get(3);
+        let deadline_ms: Option<i64> = row.get(4);
+        let stored: Option<String> = row.get(5);
+        if holder.as_deref() != Some(worker_id) {
+            return Ok(ReportOutcome::NotCurrent);
+        }
+        if state != StepState::Running.as_str() {
+            return Ok(if stored.as_deref() == Some(json.as_str()) {
+                ReportOutcome::AlreadyAccepted
+            } else {
+                ReportOutcome::NotCurrent
+            });
+        }
+        if deadline_ms.is_none_or(|d| d < millis(now)) {
+            return Ok(ReportOutcome::NotCurrent);
+        }
+        if record.run_id != run_id || record.step != step {
+            return Ok(ReportOutcome::WrongStep { run_id, step });
+        }
+        insert_record(&mut tx, record, &json).await?;
+        let succeeded = record.exit.success();
+        let final_state = if succeeded {
+            StepState::Succeeded
+        } else {
+            StepState::Failed
+        };
+        sqlx::query(
+            "UPDATE steps SET state = ?, lease_deadline_ms = NULL WHERE run_id = ? AND name = ?",
+        )
+        .bind(final_state.as_str())
+        .bind(&run_id)
+        .bind(&step)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("finish step"))?;
+        if !succeeded {
+            skip_downstream(&mut tx, &run_id, &step).await?;
+        }
+        tx.commit().await.map_err(query_err("commit report"))?;
+        Ok(ReportOutcome::Accepted { run_id, succeeded })
+    }
+
+    /// Ends every lease whose deadline passed before `now`: the step goes back to pending, or
+    /// fails once `max_attempts` leases have been handed out (and its dependents are skipped).
+    pub async fn expire_leases(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<Vec<ExpiredLease>, StateError> {
+        // Most calls find nothing: look before taking the write lock.
+        let any: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM steps WHERE state = 'running' AND lease_id IS NOT NULL
+                            AND lease_deadline_ms < ?)",
+        )
+        .bind(millis(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("look for expired leases"))?;
+        if any == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_immediate().await?;
+        let rows = sqlx::query(
+            "SELECT run_id, name, lease_id, worker_id, attempts FROM steps
+             WHERE state = 'running' AND lease_id IS NOT NULL AND lease_deadline_ms < ?",
+        )
+        .bind(millis(now))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_err("find expired leases"))?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut expired = Vec::new();
+        for r in &rows {
+            let lease = ExpiredLease {
+                run_id: r.get(0),
+                step: r.get(1),
+                lease_id: r.get(2),
+                worker_id: r.get::<Option<String>, _>(3).unwrap_or_default(),
+                attempts: u32::try_from(r.get::<i64, _>(4)).unwrap_or(u32::MAX),
+                gave_up: false,
+            };
+            let gave_up = lease.attempts >= max_attempts;
+            if gave_up {
+                let reason = format!(
+                    "lease expired {} time(s), last held by worker {}; giving up",
+                    lease.attempts, lease.worker_id
+                );
+                sqlx::query(
+                    "UPDATE steps SET state = 'failed', lease_id = NULL, lease_deadline_ms = NULL,
+                                      reason = ?
+                     WHERE run_id = ? AND name = ?",
+                )
+                .bind(reason)
+                .bind(&lease.run_id)
+                .bind(&lease.step)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("fail step"))?;
+                skip_downstream(&mut tx, &lease.run_id, &lease.step).await?;
+            } else {
+                sqlx::query(
+                    "UPDATE steps SET state = 'pending', lease_id = NULL, worker_id = NULL,
+                                      lease_deadline_ms = NULL
+                     WHERE run_id = ? AND name = ?",
+                )
+                .bind(&lease.run_id)
+                .bind(&lease.step)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("requeue step"))?;
+            }
+            expired.push(ExpiredLease { gave_up, ..lease });
+        }
+        tx.commit().await.map_err(query_err("commit expiry"))?;
+        Ok(expired)
+    }
+
+    /// Leased runs still marked running whose steps are all final: ready to publish.
+    pub async fn complete_runs(&self) -> Result<Vec<String>, StateError> {
+        sqlx::query_scalar(
+            "SELECT r.id FROM runs r WHERE r.state = 'running' AND r.dispatch = 'lease'
+             AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id
+                             AND s.state IN ('pending', 'running'))
+             ORDER BY r.started_at, r.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("find complete runs"))
+    }
+
+    /// Whether a run is still marked running.
+    pub async fn run_is_running(&self, run_id: &str) -> Result<bool, StateError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = ? AND state = 'running'")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("look up run"))?;
+        Ok(n == 1)
+    }
+
+    /// A submitted (leased) run as kept for resuming it.
+    pub async fn submitted_run(&self, run_id: &str) -> Result<Option<SubmittedRun>, StateError> {
+        let row = sqlx::query(
+            "SELECT id, pipeline_file, pipeline_sha256, pipeline_yaml, resolution_json, started_at
+             FROM runs WHERE id = ? AND dispatch = 'lease'",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up run"))?;
+        let Some(r) = row else { return Ok(None) };
+        let bad = corrupt("submitted run");
+        Ok(Some(SubmittedRun {
+            id: r.get(0),
+            pipeline_file: r.get(1),
+            pipeline_sha256: Sha256Digest::from_str(&r.get::<String, _>(2))
+                .map_err(|e| bad(e.to_string()))?,
+            pipeline_yaml: r
+                .get::<Option<String>, _>(3)
+                .ok_or_else(|| bad("no pipeline text".into()))?,
+            resolution_json: r
+                .get::<Option<String>, _>(4)
+                .ok_or_else(|| bad("no resolution".into()))?,
+            started_at: OffsetDateTime::parse(&r.get::<String, _>(5), &Rfc3339)
+                .map_err(|e| bad(e.to_string()))?,
+        }))
+    }
+
+    /// The run a request id names, with its pipeline's sha256.
+    pub async fn run_by_request_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(String, String)>, StateError> {
+        let row = sqlx::query("SELECT id, pipeline_sha256 FROM runs WHERE request_id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("look up request id"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Forgets a run's artifacts, so that publishing can start over after a crash mid-way.
+    pub async fn clear_artifacts(&self, run_id: &str) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM artifacts WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("clear artifacts"))?;
+        Ok(())
+    }
+
+    /// The digest of a reported step's log.
+    pub async fn step_log(
+        &self,
+        run_id: &str,
+        step: &str,
+    ) -> Result<Option<Sha256Digest>, StateError> {
+        let sha: Option<String> =
+            sqlx::query_scalar("SELECT log_sha256 FROM step_records WHERE run_id = ? AND step = ?")
+                .bind(run_id)
+                .bind(step)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("look up step log"))?;
+        sha.map(|s| Sha256Digest::from_str(&s).map_err(|e| corrupt("step log")(e.to_string())))
+            .transpose()
+    }
+
+    /// A published artifact's digest and its provenance's digest.
+    pub async fn artifact(
+        &self,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Option<(Sha256Digest, Sha256Digest)>, StateError> {
+        let row = sqlx::query(
+            "SELECT sha256, provenance_sha256 FROM artifacts WHERE run_id = ? AND name = ?",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up artifact"))?;
+        let bad = corrupt("artifact");
+        row.map(|r| {
+            let a =
+                Sha256Digest::from_str(&r.get::<String, _>(0)).map_err(|e| bad(e.to_string()))?;
+            let p =
+                Sha256Digest::from_str(&r.get::<String, _>(1)).map_err(|e| bad(e.to_string()))?;
+            Ok((a, p))
+        })
+        .transpose()
+    }
+
+    /// Every run id, newest first.
+    pub async fn run_ids(&self) -> Result<Vec<String>, StateError> {
+        sqlx::query_scalar("SELECT id FROM runs ORDER BY started_at DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("list runs"))
+    }
+
+    /// A run with its steps (in pipeline order, with their records) and artifacts.
+    pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>, StateError> {
+        let row = sqlx::query(
+            "SELECT id, pipeline_name, state, started_at, finished_at FROM runs WHERE id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up run"))?;
+        let Some(r) = row else { return Ok(None) };
+        let steps = sqlx::query(
+            "SELECT s.name, s.state, s.attempts, s.worker_id, s.reason, r.record_json
+             FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
+             WHERE s.run_id = ? ORDER BY s.position",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list steps"))?
+        .iter()
+        .map(|s| {
+            Ok(StepDetail {
+                name: s.get(0),
+                state: s.get(1),
+                attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                worker_id: s.get(3),
+                reason: s.get(4),
+                record: s
+                    .get::<Option<String>, _>(5)
+                    .map(|j| parse_record(&j))
+                    .transpose()?,
+            })
+        })
+        .collect::<Result<Vec<_>, StateError>>()?;
+        let artifacts = sqlx::query(
+            "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = ? ORDER BY name",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list artifacts"))?
+        .iter()
+        .map(|a| {
+            let sha = Sha256Digest::from_str(&a.get::<String, _>(3))
+                .map_err(|e| corrupt("artifact")(e.to_string()))?;
+            Ok((a.get(0), a.get(1), a.get(2), sha))
+        })
+        .collect::<Result<Vec<_>, StateError>>()?;
+        Ok(Some(RunDetail {
+            id: r.get(0),
+            pipeline_name: r.get(1),
+            state: r.get(2),
+            started_at: r.get(3),
+            finished_at: r.get(4),
+            steps,
+            artifacts,
+        }))
+    }
+}
+
+pub(super) async fn insert_record(
+    tx: &mut SqliteConnection,
+    record: &StepRecord,
+    json: &str,
+) -> Result<(), StateError> {
+    let exit = serde_json::to_value(&record.exit).expect("an ExitRecord always serialises");
+    sqlx::query(
+        "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&record.run_id)
+    .bind(&record.step)
+    .bind(exit["status"].as_str().unwrap_or("unknown"))
+    .bind(record.rootfs.sha256.to_string())
+    .bind(record.log.sha256.to_string())
+    .bind(rfc3339(record.started_on))
+    .bind(rfc3339(record.finished_on))
+    .bind(json)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_err("insert step record"))?;
+    Ok(())
+}
+
+/// Skips every pending step downstream of `failed`, transitively.
+async fn skip_downstream(
+    tx: &mut SqliteConnection,
+    run_id: &str,
+    failed: &str,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "WITH RECURSIVE downstream(name) AS (
+             SELECT step FROM step_needs WHERE run_id = ? AND need = ?
+             UNION
+             SELECT n.step FROM step_needs n JOIN downstream d ON n.need = d.name WHERE n.run_id = ?)
+         UPDATE steps SET state = 'skipped', reason = ?
+         WHERE run_id = ? AND state = 'pending' AND name IN (SELECT name FROM downstream)",
+    )
+    .bind(run_id)
+    .bind(failed)
+    .bind(run_id)
+    .bind(format!("upstream step {failed} did not succeed"))
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(query_err("skip downstream steps"))?;
+    Ok(())
+}

@@ -1,0 +1,800 @@
+//! The daemon's HTTP API in process: each test opens its own data dir, builds the router and
+//! drives it with `tower::ServiceExt::oneshot`, playing the worker by hand (leases, uploads,
+//! hand-made step records). Time is a manual clock, so lease expiry needs no sleeping.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use kiln_core::api::v1;
+use kiln_core::{
+    ExitRecord, LimitsRecord, LogRecord, MirrorRef, OutputRecord, SandboxRecord, Sha256Digest,
+    StepRecord, StepSpec, UsageRecord,
+};
+use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
+use time::OffsetDateTime;
+use tower::ServiceExt as _;
+
+/// A clock that moves only when told.
+struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+const TTL: Duration = Duration::from_secs(30);
+
+struct Env {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    server: Option<Server>,
+    router: Router,
+}
+
+impl Env {
+    /// A data dir with a rootfs `busybox@1` and a file input `words@1` in the mirror.
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        {
+            let controller = kiln_daemon::Controller::open(&data).await.unwrap();
+            let rootfs = dir.path().join("rootfs");
+            std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+            std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
+            controller
+                .mirror_add_tree(&rootfs, "busybox@1".parse::<MirrorRef>().unwrap(), false)
+                .await
+                .unwrap();
+            let words = dir.path().join("words.txt");
+            std::fs::write(&words, b"hello").unwrap();
+            controller
+                .mirror_add_file(&words, "words@1".parse().unwrap(), None)
+                .await
+                .unwrap();
+            controller.state().close().await;
+        }
+        let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
+        let server = open_server(&data, clock.clone()).await;
+        let router = server.router();
+        Self {
+            dir,
+            clock,
+            server: Some(server),
+            router,
+        }
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops the daemon (closing its database) and opens a new one on the same data dir.
+    async fn restart(&mut self) {
+        let old = self.server.take().unwrap();
+        old.dispatcher().controller().state().close().await;
+        drop(old);
+        let server = open_server(&self.data_dir(), self.clock.clone()).await;
+        server.dispatcher().tick().await.unwrap();
+        self.router = server.router();
+        self.server = Some(server);
+    }
+
+    async fn tick(&self) {
+        self.server
+            .as_ref()
+            .unwrap()
+            .dispatcher()
+            .tick()
+            .await
+            .unwrap();
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Body) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    async fn post<T: serde::Serialize>(&self, uri: &str, body: &T) -> (StatusCode, Vec<u8>) {
+        let json = serde_json::to_vec(body).unwrap();
+        self.call(Method::POST, uri, Body::from(json)).await
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Vec<u8>) {
+        self.call(Method::GET, uri, Body::empty()).await
+    }
+
+    async fn submit(&self, yaml: &str, request_id: Option<&str>) -> (StatusCode, Vec<u8>) {
+        self.post(
+            "/v1/runs",
+            &v1::SubmitRun {
+                pipeline_file: "p.yaml".into(),
+                pipeline_yaml: yaml.into(),
+                request_id: request_id.map(str::to_owned),
+            },
+        )
+        .await
+    }
+
+    async fn submit_ok(&self, yaml: &str) -> v1::RunView {
+        let (status, body) = self.submit(yaml, None).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn run(&self, id: &str) -> v1::RunView {
+        let (status, body) = self.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn register(&self, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/workers",
+                &v1::RegisterWorker {
+                    name: name.into(),
+                    slots: 1,
+                    labels: Default::default(),
+                },
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice::<v1::WorkerRegistered>(&body)
+            .unwrap()
+            .worker_id
+    }
+
+    async fn claim(&self, worker_id: &str) -> Option<v1::Lease> {
+        let (status, body) = self
+            .post(
+                "/v1/leases",
+                &v1::LeaseRequest {
+                    worker_id: worker_id.into(),
+                },
+            )
+            .await;
+        match status {
+            StatusCode::OK => Some(serde_json::from_slice(&body).unwrap()),
+            StatusCode::NO_CONTENT => None,
+            other => panic!("claim: {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    async fn heartbeat(&self, lease: &v1::Lease, worker_id: &str) -> StatusCode {
+        self.post(
+            &format!("/v1/leases/{}/heartbeat", lease.lease_id),
+            &v1::Heartbeat {
+                worker_id: worker_id.into(),
+            },
+        )
+        .await
+        .0
+    }
+
+    async fn report(&self, lease: &v1::Lease, worker_id: &str, record: StepRecord) -> StatusCode {
+        let (status, _) = self
+            .post(
+                &format!("/v1/leases/{}/report", lease.lease_id),
+                &v1::StepReport {
+                    worker_id: worker_id.into(),
+                    record,
+                },
+            )
+            .await;
+        status
+    }
+
+    async fn put_blob(&self, digest: &Sha256Digest, bytes: &[u8]) -> StatusCode {
+        self.call(
+            Method::PUT,
+            &format!("/v1/blobs/{digest}"),
+            Body::from(bytes.to_vec()),
+        )
+        .await
+        .0
+    }
+
+    /// Uploads `outputs` and a log, and makes the record a worker would report for `spec`.
+    async fn record(&self, spec: &StepSpec, code: i32, outputs: &[(&str, &[u8])]) -> StepRecord {
+        let log = format!("log of {}\n", spec.step).into_bytes();
+        let log_sha = Sha256Digest::of(&log);
+        assert!(self.put_blob(&log_sha, &log).await.is_success());
+        let mut records = Vec::new();
+        for (path, bytes) in outputs {
+            let sha256 = Sha256Digest::of(bytes);
+            assert!(self.put_blob(&sha256, bytes).await.is_success());
+            records.push(OutputRecord {
+                path: (*path).into(),
+                sha256,
+                size: bytes.len() as u64,
+                executable: false,
+            });
+        }
+        unuploaded_record(spec, code, records, log_sha, log.len() as u64)
+    }
+}
+
+async fn open_server(data: &Path, clock: Arc<ManualClock>) -> Server {
+    let mut config = ServerConfig::new(data.to_owned());
+    // Small JSON limit: blob bodies must not be subject to it.
+    config.limits.json_bytes = 1 << 20;
+    config.dispatch = DispatchConfig {
+        lease_ttl: TTL,
+        max_attempts: 3,
+        clock,
+    };
+    Server::open(config).await.unwrap()
+}
+
+fn unuploaded_record(
+    spec: &StepSpec,
+    code: i32,
+    outputs: Vec<OutputRecord>,
+    log: Sha256Digest,
+    log_size: u64,
+) -> StepRecord {
+    let now = OffsetDateTime::now_utc();
+    StepRecord {
+        run_id: spec.run_id.clone(),
+        step: spec.step.clone(),
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        rootfs: spec.rootfs.clone(),
+        inputs: spec.inputs.clone(),
+        outputs,
+        exit: ExitRecord::Exited { code },
+        started_on: now,
+        finished_on: now,
+        log: LogRecord {
+            sha256: log,
+            size: log_size,
+        },
+        sandbox: SandboxRecord {
+            namespaces: vec!["user".into()],
+            network: "none".into(),
+            host_uid: 1_000_000,
+            step_uid: 1000,
+            scratch_bytes: 0,
+            timeout_secs: spec.timeout_secs,
+            mounts: Vec::new(),
+            limits: LimitsRecord {
+                memory_bytes: 0,
+                pids: 0,
+                millicpus: 0,
+                open_files: 0,
+            },
+            rlimits: String::new(),
+            seccomp: String::new(),
+            seccomp_sha256: String::new(),
+        },
+        usage: UsageRecord::default(),
+        events: Vec::new(),
+    }
+}
+
+const TWO_STEPS: &str = "\
+version: 1
+name: two
+rootfs: busybox@1
+inputs:
+  words: { mirror: words@1 }
+steps:
+  - name: make
+    inputs: [words]
+    run: cat /in/words/words.txt > /out/greeting
+    outputs: [greeting]
+  - name: wrap
+    needs: [make]
+    run: cat /in/make/greeting > /out/wrapped
+    outputs: [wrapped]
+artifacts:
+  - { name: wrapped, from: wrap, path: wrapped }
+";
+
+/// `a` → `b` → `c`, and `d` on its own.
+const CHAIN: &str = "\
+version: 1
+name: chain
+rootfs: busybox@1
+steps:
+  - { name: a, run: 'true', outputs: [x] }
+  - { name: b, needs: [a], run: 'true', outputs: [x] }
+  - { name: c, needs: [b], run: 'true', outputs: [x] }
+  - { name: d, run: 'true', outputs: [x] }
+";
+
+fn step<'a>(run: &'a v1::RunView, name: &str) -> &'a v1::StepView {
+    run.steps.iter().find(|s| s.name == name).unwrap()
+}
+
+#[tokio::test]
+async fn submitted_run_is_leased_reported_and_published() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    assert_eq!(run.state, v1::RunState::Running);
+    assert!(run.steps.iter().all(|s| s.state == v1::StepState::Pending));
+    let w = env.register("w1").await;
+
+    let lease = env.claim(&w).await.expect("make is ready");
+    assert_eq!(lease.spec.step, "make");
+    assert_eq!(lease.ttl_secs, TTL.as_secs());
+    // `wrap` needs `make`: nothing else is ready yet.
+    assert!(env.claim(&w).await.is_none());
+    assert_eq!(
+        step(&env.run(&run.id).await, "make").state,
+        v1::StepState::Leased
+    );
+    let record = env.record(&lease.spec, 0, &[("greeting", b"hello")]).await;
+    assert_eq!(env.report(&lease, &w, record).await, StatusCode::NO_CONTENT);
+
+    let lease = env.claim(&w).await.expect("wrap is ready");
+    assert_eq!(lease.spec.step, "wrap");
+    // The upstream step's outputs travel in the spec.
+    let staged = serde_json::to_string(&lease.spec.inputs).unwrap();
+    assert!(
+        staged.contains(&Sha256Digest::of(b"hello").to_string()),
+        "{staged}"
+    );
+    let record = env.record(&lease.spec, 0, &[("wrapped", b"[hello]")]).await;
+    assert_eq!(env.report(&lease, &w, record).await, StatusCode::NO_CONTENT);
+
+    let done = env.run(&run.id).await;
+    assert_eq!(done.state, v1::RunState::Succeeded);
+    assert!(done.finished_at.is_some());
+    assert_eq!(step(&done, "wrap").worker.as_deref(), Some(w.as_str()));
+    assert_eq!(step(&done, "wrap").attempts, 1);
+    assert_eq!(done.artifacts.len(), 1);
+    assert_eq!(done.artifacts[0].sha256, Sha256Digest::of(b"[hello]"));
+    assert_eq!(done.artifacts[0].size, 7);
+
+    let (status, bytes) = env
+        .get(&format!("/v1/runs/{}/artifacts/wrapped", run.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, b"[hello]");
+    let (status, prov) = env
+        .get(&format!("/v1/runs/{}/artifacts/wrapped/provenance", run.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let key =
+        kiln_attest::PublicKey::from_spki_pem_file(&env.data_dir().join("keys/kiln.pub")).unwrap();
+    kiln_attest::verify_provenance(
+        kiln_attest::ArtifactRef::Bytes(b"[hello]"),
+        std::str::from_utf8(&prov).unwrap(),
+        &key,
+    )
+    .expect("the published provenance verifies with the daemon's key");
+    let (status, log) = env
+        .get(&format!("/v1/runs/{}/steps/make/log", run.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(log, b"log of make\n");
+    let (status, list) = env.get("/v1/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Vec<v1::RunView> = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_pipeline_is_refused_with_one_line_diagnostics_and_nothing_recorded() {
+    let env = Env::new().await;
+    let state = env
+        .server
+        .as_ref()
+        .unwrap()
+        .dispatcher()
+        .controller()
+        .state();
+    let before = state.row_counts().await.unwrap();
+    let yaml = "version: 1\nname: bad\nrootfs: busybox@1\nsteps:\n  - { name: a, run: 'true', bogus: 1 }\n  - { name: a, run: 'true', needs: [zzz] }\n";
+    let (status, body) = env.submit(yaml, Some("req-bad")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let err: v1::ErrorView = serde_json::from_slice(&body).unwrap();
+    assert!(!err.diagnostics.is_empty(), "{err:?}");
+    for d in &err.diagnostics {
+        assert!(!d.contains('\n'), "{d:?}");
+        assert!(d.starts_with("p.yaml:"), "{d:?}");
+    }
+    // Unresolvable references are refused at acceptance (422), also recording nothing.
+    let (status, body) = env
+        .submit(
+            "version: 1\nname: x\nrootfs: nothing@1\nsteps:\n  - { name: a, run: 'true' }\n",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let err: v1::ErrorView = serde_json::from_slice(&body).unwrap();
+    assert!(
+        err.error.contains("nothing@1 is not in the mirror"),
+        "{err:?}"
+    );
+    // A body that is not a submission at all.
+    let (status, body) = env
+        .call(Method::POST, "/v1/runs", Body::from("{\"nope\":1}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    serde_json::from_slice::<v1::ErrorView>(&body).unwrap();
+    assert_eq!(state.row_counts().await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn repeated_request_id_returns_the_same_run() {
+    let env = Env::new().await;
+    let (first, body) = env.submit(TWO_STEPS, Some("req-1")).await;
+    assert_eq!(first, StatusCode::CREATED);
+    let a: v1::RunView = serde_json::from_slice(&body).unwrap();
+    let (again, body) = env.submit(TWO_STEPS, Some("req-1")).await;
+    assert_eq!(again, StatusCode::OK);
+    let b: v1::RunView = serde_json::from_slice(&body).unwrap();
+    assert_eq!(a.id, b.id);
+    // Concurrent retries still make one run.
+    let tries = (0..8).map(|_| env.submit(TWO_STEPS, Some("req-2")));
+    let ids: BTreeSet<String> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|(status, body)| {
+            assert!(status.is_success(), "{status}");
+            serde_json::from_slice::<v1::RunView>(&body).unwrap().id
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let (_, list) = env.get("/v1/runs").await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<v1::RunView>>(&list)
+            .unwrap()
+            .len(),
+        2
+    );
+    // The same id for another pipeline is a conflict, not a silent alias.
+    let (status, _) = env.submit(CHAIN, Some("req-1")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_hand_out_one_step_twice() {
+    let env = Arc::new(Env::new().await);
+    let mut yaml = String::from("version: 1\nname: wide\nrootfs: busybox@1\nsteps:\n");
+    const STEPS: usize = 60;
+    for i in 0..STEPS {
+        yaml.push_str(&format!("  - {{ name: s{i}, run: 'true' }}\n"));
+    }
+    let run = env.submit_ok(&yaml).await;
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        workers.push(env.register(&format!("w{w}")).await);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for w in workers {
+        let env = env.clone();
+        set.spawn(async move {
+            let mut got = Vec::new();
+            while let Some(lease) = env.claim(&w).await {
+                got.push(lease.spec.step);
+            }
+            got
+        });
+    }
+    let all: Vec<String> = set.join_all().await.into_iter().flatten().collect();
+    let distinct: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), STEPS, "every step leased exactly once");
+    assert_eq!(distinct.len(), STEPS);
+    let view = env.run(&run.id).await;
+    assert!(
+        view.steps
+            .iter()
+            .all(|s| s.state == v1::StepState::Leased && s.attempts == 1)
+    );
+}
+
+#[tokio::test]
+async fn expired_lease_is_leased_again_and_the_old_report_is_refused() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w1 = env.register("w1").await;
+    let w2 = env.register("w2").await;
+    let old = env.claim(&w1).await.unwrap();
+    // Heartbeats keep it alive past the first ttl.
+    env.clock.advance(TTL - Duration::from_secs(1));
+    assert_eq!(env.heartbeat(&old, &w1).await, StatusCode::NO_CONTENT);
+    env.clock.advance(TTL - Duration::from_secs(1));
+    env.tick().await;
+    assert!(env.claim(&w2).await.is_none(), "still w1's");
+    // Then w1 goes silent.
+    env.clock.advance(TTL + Duration::from_secs(1));
+    let new = env
+        .claim(&w2)
+        .await
+        .expect("the expired step is leased again");
+    assert_eq!(new.spec.step, "make");
+    assert_ne!(new.lease_id, old.lease_id);
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "make").attempts, 2);
+    assert_eq!(step(&view, "make").worker.as_deref(), Some(w2.as_str()));
+
+    assert_eq!(env.heartbeat(&old, &w1).await, StatusCode::CONFLICT);
+    let late = env.record(&old.spec, 0, &[("greeting", b"late")]).await;
+    assert_eq!(env.report(&old, &w1, late).await, StatusCode::CONFLICT);
+    let view = env.run(&run.id).await;
+    assert_eq!(
+        step(&view, "make").state,
+        v1::StepState::Leased,
+        "the late report changed nothing"
+    );
+
+    let record = env.record(&new.spec, 0, &[("greeting", b"hello")]).await;
+    assert_eq!(
+        env.report(&new, &w2, record.clone()).await,
+        StatusCode::NO_CONTENT
+    );
+    // A retried report of the accepted record is answered as the first one.
+    assert_eq!(env.report(&new, &w2, record).await, StatusCode::NO_CONTENT);
+    let (_, log) = env
+        .get(&format!("/v1/runs/{}/steps/make/log", run.id))
+        .await;
+    assert_eq!(log, b"log of make\n");
+}
+
+#[tokio::test]
+async fn report_from_another_worker_is_refused() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w1 = env.register("w1").await;
+    let w2 = env.register("w2").await;
+    let lease = env.claim(&w1).await.unwrap();
+    let record = env.record(&lease.spec, 0, &[("greeting", b"forged")]).await;
+    assert_eq!(
+        env.report(&lease, &w2, record.clone()).await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(env.heartbeat(&lease, &w2).await, StatusCode::CONFLICT);
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "make").state, v1::StepState::Leased);
+    assert_eq!(step(&view, "make").worker.as_deref(), Some(w1.as_str()));
+    // An unregistered worker gets no lease at all.
+    let (status, _) = env
+        .post(
+            "/v1/leases",
+            &v1::LeaseRequest {
+                worker_id: "nobody".into(),
+            },
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The holder's own report still goes through.
+    assert_eq!(
+        env.report(&lease, &w1, record).await,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn report_naming_a_blob_that_was_not_uploaded_is_refused() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w = env.register("w").await;
+    let lease = env.claim(&w).await.unwrap();
+    let mut record = env.record(&lease.spec, 0, &[("greeting", b"hello")]).await;
+    record.outputs[0].sha256 = Sha256Digest::of(b"never uploaded");
+    let (status, body) = env
+        .post(
+            &format!("/v1/leases/{}/report", lease.lease_id),
+            &v1::StepReport {
+                worker_id: w.clone(),
+                record: record.clone(),
+            },
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let err: v1::ErrorView = serde_json::from_slice(&body).unwrap();
+    assert!(err.error.contains("output greeting"), "{err:?}");
+    // The log too.
+    let mut record = env.record(&lease.spec, 0, &[("greeting", b"hello")]).await;
+    record.log.sha256 = Sha256Digest::of(b"no such log");
+    assert_eq!(
+        env.report(&lease, &w, record).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // A record for another step than the lease's.
+    let mut record = env.record(&lease.spec, 0, &[("greeting", b"hello")]).await;
+    record.step = "wrap".into();
+    assert_eq!(
+        env.report(&lease, &w, record).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "make").state, v1::StepState::Leased);
+}
+
+#[tokio::test]
+async fn blob_upload_with_wrong_bytes_is_refused_and_not_kept() {
+    let env = Env::new().await;
+    let claimed = Sha256Digest::of(b"the real bytes");
+    assert_eq!(
+        env.put_blob(&claimed, b"other bytes").await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let store = env
+        .server
+        .as_ref()
+        .unwrap()
+        .dispatcher()
+        .controller()
+        .store();
+    assert!(!store.contains(&claimed));
+    assert!(
+        !store.contains(&Sha256Digest::of(b"other bytes")),
+        "refused bytes were kept"
+    );
+    let (status, _) = env.get(&format!("/v1/blobs/{claimed}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        env.put_blob(&claimed, b"the real bytes").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        env.put_blob(&claimed, b"the real bytes").await,
+        StatusCode::OK
+    );
+    let (status, bytes) = env.get(&format!("/v1/blobs/{claimed}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, b"the real bytes");
+    let (status, _) = env.get("/v1/blobs/not-a-digest").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn large_blob_round_trips_through_the_streamed_routes() {
+    let env = Env::new().await;
+    // Larger than the JSON body limit (and axum's default 2 MiB), in many chunks.
+    let bytes: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let digest = Sha256Digest::of(&bytes);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let body = Body::from_stream(futures_util::stream::iter(chunks));
+    let (status, _) = env
+        .call(Method::PUT, &format!("/v1/blobs/{digest}"), body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, back) = env.get(&format!("/v1/blobs/{digest}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(back == bytes, "the blob came back different");
+}
+
+#[tokio::test]
+async fn failed_step_skips_its_dependents() {
+    let env = Env::new().await;
+    let run = env.submit_ok(CHAIN).await;
+    let w = env.register("w").await;
+    let a = env.claim(&w).await.unwrap();
+    assert_eq!(a.spec.step, "a");
+    let d = env.claim(&w).await.unwrap();
+    assert_eq!(d.spec.step, "d");
+    let record = env.record(&a.spec, 1, &[]).await;
+    assert_eq!(env.report(&a, &w, record).await, StatusCode::NO_CONTENT);
+    assert!(env.claim(&w).await.is_none(), "b and c were skipped");
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "a").state, v1::StepState::Failed);
+    assert_eq!(step(&view, "a").exit, Some(ExitRecord::Exited { code: 1 }));
+    assert_eq!(step(&view, "b").state, v1::StepState::Skipped);
+    assert_eq!(step(&view, "c").state, v1::StepState::Skipped);
+    assert_eq!(view.state, v1::RunState::Running, "d is still leased");
+    let record = env.record(&d.spec, 0, &[("x", b"x")]).await;
+    assert_eq!(env.report(&d, &w, record).await, StatusCode::NO_CONTENT);
+    let view = env.run(&run.id).await;
+    assert_eq!(view.state, v1::RunState::Failed);
+    assert_eq!(step(&view, "d").state, v1::StepState::Succeeded);
+}
+
+#[tokio::test]
+async fn step_fails_once_its_attempts_are_exhausted() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w = env.register("w").await;
+    for attempt in 1..=3 {
+        let lease = env.claim(&w).await.expect("leased again");
+        assert_eq!(lease.spec.step, "make");
+        assert_eq!(step(&env.run(&run.id).await, "make").attempts, attempt);
+        env.clock.advance(TTL + Duration::from_secs(1));
+    }
+    env.tick().await;
+    assert!(env.claim(&w).await.is_none());
+    let view = env.run(&run.id).await;
+    let make = step(&view, "make");
+    assert_eq!(make.state, v1::StepState::Failed);
+    assert_eq!(make.attempts, 3);
+    match &make.exit {
+        Some(ExitRecord::Failed { reason }) => {
+            assert!(reason.contains("lease expired 3 time(s)"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(step(&view, "wrap").state, v1::StepState::Skipped);
+    assert_eq!(view.state, v1::RunState::Failed);
+    assert!(view.artifacts.is_empty());
+}
+
+#[tokio::test]
+async fn restarted_daemon_resumes_runs_and_keeps_leases() {
+    let mut env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w = env.register("w").await;
+    let make = env.claim(&w).await.unwrap();
+    env.restart().await;
+    // The lease survived the restart: it still heartbeats and reports.
+    assert_eq!(env.heartbeat(&make, &w).await, StatusCode::NO_CONTENT);
+    let record = env.record(&make.spec, 0, &[("greeting", b"hello")]).await;
+    assert_eq!(env.report(&make, &w, record).await, StatusCode::NO_CONTENT);
+    env.restart().await;
+    // The restarted daemon rebuilds the next spec from the stored pipeline and records.
+    let wrap = env
+        .claim(&w)
+        .await
+        .expect("wrap is ready after the restart");
+    assert_eq!(wrap.spec.step, "wrap");
+    assert!(
+        serde_json::to_string(&wrap.spec.inputs)
+            .unwrap()
+            .contains(&Sha256Digest::of(b"hello").to_string())
+    );
+    assert_eq!(wrap.spec.rootfs.reference.to_string(), "busybox@1");
+    let record = env.record(&wrap.spec, 0, &[("wrapped", b"[hello]")]).await;
+    assert_eq!(env.report(&wrap, &w, record).await, StatusCode::NO_CONTENT);
+    assert_eq!(env.run(&run.id).await.state, v1::RunState::Succeeded);
+}
+
+#[tokio::test]
+async fn run_finished_just_before_a_crash_is_published_on_restart() {
+    let mut env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w = env.register("w").await;
+    let make = env.claim(&w).await.unwrap();
+    let record = env.record(&make.spec, 0, &[("greeting", b"hello")]).await;
+    assert_eq!(env.report(&make, &w, record).await, StatusCode::NO_CONTENT);
+    let wrap = env.claim(&w).await.unwrap();
+    let record = env.record(&wrap.spec, 0, &[("wrapped", b"[hello]")]).await;
+    // The last report lands in the database, but the daemon "crashes" before publishing.
+    let state = env
+        .server
+        .as_ref()
+        .unwrap()
+        .dispatcher()
+        .controller()
+        .state()
+        .clone();
+    let now = env.clock.now();
+    state
+        .report_step(&wrap.lease_id, &w, &record, now)
+        .await
+        .unwrap();
+    assert_eq!(env.run(&run.id).await.state, v1::RunState::Running);
+    env.restart().await;
+    let view = env.run(&run.id).await;
+    assert_eq!(view.state, v1::RunState::Succeeded);
+    assert_eq!(view.artifacts.len(), 1);
+}
