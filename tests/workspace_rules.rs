@@ -11,13 +11,19 @@ fn root() -> &'static Path {
 
 /// The allowed arrows (docs/ARCHITECTURE.md, "Which crate may depend on which").
 fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
-    let rules: [(&str, &[&str]); 8] = [
+    let rules: [(&str, &[&str]); 9] = [
         ("kiln-core", &[]),
         ("kiln-pipelines", &["kiln-core"]),
         ("kiln-sandbox", &["kiln-core"]),
         ("kiln-mirror", &["kiln-core"]),
         ("kiln-attest", &["kiln-core"]),
-        ("kiln-worker", &["kiln-core", "kiln-sandbox", "kiln-mirror"]),
+        // The API client knows the wire types, nothing else: no store, no sandbox, no daemon.
+        ("kiln-client", &["kiln-core"]),
+        (
+            "kiln-worker",
+            &["kiln-core", "kiln-sandbox", "kiln-mirror", "kiln-client"],
+        ),
+        // Never the sandbox, the worker or the client: the daemon runs no step and calls no one.
         (
             "kiln-daemon",
             &["kiln-core", "kiln-pipelines", "kiln-mirror", "kiln-attest"],
@@ -32,6 +38,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "kiln-attest",
                 "kiln-worker",
                 "kiln-daemon",
+                "kiln-client",
             ],
         ),
     ];
@@ -96,6 +103,7 @@ fn only_the_sandbox_crate_may_use_unsafe() {
         ("mirror", "src/lib.rs"),
         ("attest", "src/lib.rs"),
         ("worker", "src/lib.rs"),
+        ("client", "src/lib.rs"),
         ("daemon", "src/lib.rs"),
         ("cli", "src/main.rs"),
     ] {

@@ -2,10 +2,13 @@
 //! flags, calls a library, and prints.
 #![forbid(unsafe_code)]
 
+mod cmd_daemon;
 mod cmd_keys;
 mod cmd_mirror;
 mod cmd_run;
+mod cmd_submit;
 mod cmd_verify;
+mod cmd_worker;
 mod data_dir;
 
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline: controller and one local worker in one process tree.
     Run(cmd_run::RunArgs),
+    /// Serve the controller's HTTP API: accept runs, lease their steps to workers.
+    Daemon(cmd_daemon::DaemonArgs),
     /// Check a pipeline file without running it.
     Check(cmd_run::CheckArgs),
     /// Manage the vetted mirror: the only source of a step's inputs.
@@ -41,6 +46,14 @@ enum Command {
     Keys(cmd_keys::KeysCommand),
     /// Verify an artifact against its signed provenance.
     Verify(cmd_verify::VerifyArgs),
+    /// Run steps for a controller (`kiln daemon`); SIGTERM drains: running steps finish.
+    Worker(cmd_worker::WorkerArgs),
+    /// Submit a pipeline to a controller.
+    Submit(cmd_submit::SubmitArgs),
+    /// Show a controller's runs, or one run's steps.
+    Status(cmd_submit::StatusArgs),
+    /// Download a run's artifacts and their provenance from a controller.
+    Artifacts(cmd_submit::ArtifactsArgs),
     /// Internal: the sandbox helper process the worker starts for each step.
     #[command(hide = true)]
     SandboxHelper,
@@ -65,10 +78,15 @@ fn main() -> ExitCode {
     let data_dir = data_dir::resolve(cli.data_dir);
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&data_dir, args),
+        Command::Daemon(args) => cmd_daemon::run(&data_dir, args),
         Command::Check(args) => cmd_run::check(args),
         Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cmd),
         Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
         Command::Verify(args) => cmd_verify::run(args),
+        Command::Worker(args) => cmd_worker::run(&data_dir, args),
+        Command::Submit(args) => cmd_submit::submit(args),
+        Command::Status(args) => cmd_submit::status(args),
+        Command::Artifacts(args) => cmd_submit::artifacts(args),
         Command::SandboxHelper => unreachable!("handled above"),
     };
     match result {

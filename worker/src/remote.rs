@@ -1,0 +1,630 @@
+//! The networked worker (`kiln worker`): registers with a controller, then each of its slots
+//! loops: claim a lease, keep it alive with heartbeats, fetch the blobs the step needs into the
+//! worker's own store (verified), run the step with [`Worker::run_step`], upload the outputs
+//! and the log, report the record.
+//!
+//! Faults are the normal case here. A network error is retried with backoff and never ends a
+//! loop; a `409 Conflict` on a heartbeat or a report means the lease is no longer ours, so the
+//! result is dropped (the controller has handed the step to someone else); inputs that cannot
+//! be fetched abandon the lease, which expires and is handed out again.
+//!
+//! Deliberately absent: cancelling a running step when its lease is lost (the step runs to its
+//! end and its result is dropped), any retry policy of its own for a step's failure (attempts
+//! are counted and bounded by the controller), and any state that survives a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kiln_client::{Client, ClientError};
+use kiln_core::api::v1::{Heartbeat, Lease, LeaseRequest, RegisterWorker, StepReport};
+use kiln_core::{InputSource, Sha256Digest, StepRecord, StepSpec};
+use kiln_mirror::{BlobStore, StoreError};
+use tokio::sync::watch;
+
+use crate::Worker;
+
+/// How often, and how patiently, the worker talks to the controller.
+#[derive(Clone, Copy, Debug)]
+pub struct PollPolicy {
+    /// First pause after the controller had nothing to hand out (`204`); doubles up to `idle_max`.
+    pub idle_min: Duration,
+    pub idle_max: Duration,
+    /// First pause after a failed request; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// How many times one blob transfer or one report is tried before the lease is given up.
+    pub attempts: u32,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        Self {
+            idle_min: Duration::from_millis(100),
+            idle_max: Duration::from_secs(1),
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(10),
+            attempts: 8,
+        }
+    }
+}
+
+/// Who this worker says it is and how it works.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// The name the controller shows for steps this worker ran.
+    pub name: String,
+    /// How many steps run at once.
+    pub slots: u32,
+    /// Labels steps may require (`arch=x86_64`).
+    pub labels: BTreeMap<String, String>,
+    /// Where blobs in transit live: downloads before they enter the store, verified copies of
+    /// outputs while they are uploaded.
+    pub transfer_dir: PathBuf,
+    pub poll: PollPolicy,
+}
+
+/// Why the worker stopped before it could work.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the controller refused to register this worker")]
+    Register(#[source] ClientError),
+    #[error("cannot create the transfer directory {path}")]
+    TransferDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why one blob could not be moved; the lease it was for is given up.
+#[derive(Debug, thiserror::Error)]
+enum TransferError {
+    #[error("blob {digest}")]
+    Client {
+        digest: Sha256Digest,
+        #[source]
+        source: ClientError,
+    },
+    #[error("blob {digest}")]
+    Store {
+        digest: Sha256Digest,
+        #[source]
+        source: StoreError,
+    },
+    #[error("blob {digest}: stored as {stored}, which is not what was downloaded")]
+    StoredAs {
+        digest: Sha256Digest,
+        stored: Sha256Digest,
+    },
+    #[error("cannot create a temporary directory in {path}")]
+    Temp {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What became of the leases this worker took, for its exit message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Records the controller accepted.
+    pub reported: u64,
+    /// Results dropped because the lease was lost (`409`).
+    pub dropped: u64,
+    /// Leases given up: inputs or outputs could not be moved, or the report never got through.
+    pub abandoned: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    reported: AtomicU64,
+    dropped: AtomicU64,
+    abandoned: AtomicU64,
+}
+
+/// A worker that takes its steps from a controller.
+#[derive(Debug)]
+pub struct RemoteWorker {
+    client: Client,
+    worker: Worker,
+    store: Arc<BlobStore>,
+    config: RemoteConfig,
+    counters: Counters,
+}
+
+/// What became of one lease.
+enum Outcome {
+    Reported,
+    Dropped,
+    Abandoned,
+}
+
+impl RemoteWorker {
+    /// `store` must be rooted where `worker`'s store is: fetched blobs go in, outputs come out.
+    pub fn new(client: Client, worker: Worker, store: BlobStore, config: RemoteConfig) -> Self {
+        Self {
+            client,
+            worker,
+            store: Arc::new(store),
+            config,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Registers, then runs `slots` lease loops until `drain` turns true: from then on no lease
+    /// is claimed, running steps finish and are reported, and this returns.
+    pub async fn run(self, mut drain: watch::Receiver<bool>) -> Result<Tally, RemoteError> {
+        std::fs::create_dir_all(&self.config.transfer_dir).map_err(|source| {
+            RemoteError::TransferDir {
+                path: self.config.transfer_dir.clone(),
+                source,
+            }
+        })?;
+        let Some(worker_id) = self.register(&mut drain).await? else {
+            return Ok(Tally::default());
+        };
+        let this = Arc::new(self);
+        let loops: Vec<_> = (0..this.config.slots.max(1))
+            .map(|slot| {
+                let this = this.clone();
+                let worker_id = worker_id.clone();
+                let drain = drain.clone();
+                tokio::spawn(async move { this.slot_loop(slot, &worker_id, drain).await })
+            })
+            .collect();
+        for handle in loops {
+            if let Err(err) = handle.await {
+                tracing::error!(%err, "a slot loop ended abnormally");
+            }
+        }
+        let c = &this.counters;
+        Ok(Tally {
+            reported: c.reported.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Registers, retrying while the controller is unreachable; `None` if drained meanwhile.
+    async fn register(
+        &self,
+        drain: &mut watch::Receiver<bool>,
+    ) -> Result<Option<String>, RemoteError> {
+        let request = RegisterWorker {
+            name: self.config.name.clone(),
+            slots: self.config.slots,
+            labels: self.config.labels.clone(),
+        };
+        let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
+        loop {
+            match self.client.register_worker(&request).await {
+                Ok(registered) => {
+                    tracing::info!(
+                        worker = %registered.worker_id,
+                        name = %self.config.name,
+                        controller = %self.client.base_url(),
+                        slots = self.config.slots,
+                        "registered"
+                    );
+                    return Ok(Some(registered.worker_id));
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(err = %chain(&err), "cannot register yet; retrying");
+                    if pause(backoff.next(), drain).await {
+                        return Ok(None);
+                    }
+                }
+                Err(err) => return Err(RemoteError::Register(err)),
+            }
+        }
+    }
+
+    async fn slot_loop(&self, slot: u32, worker_id: &str, mut drain: watch::Receiver<bool>) {
+        let poll = self.config.poll;
+        let mut idle = Backoff::new(poll.idle_min, poll.idle_max);
+        let mut errors = Backoff::new(poll.retry_min, poll.retry_max);
+        let request = LeaseRequest {
+            worker_id: worker_id.to_string(),
+        };
+        while !draining(&drain) {
+            // Never cancelled half-way: a lease the controller handed out is always seen.
+            match self.client.claim_lease(&request).await {
+                Ok(Some(lease)) => {
+                    idle.reset();
+                    errors.reset();
+                    let counter = match self.run_lease(worker_id, lease).await {
+                        Outcome::Reported => &self.counters.reported,
+                        Outcome::Dropped => &self.counters.dropped,
+                        Outcome::Abandoned => &self.counters.abandoned,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    errors.reset();
+                    pause(idle.next(), &mut drain).await;
+                }
+                Err(err) => {
+                    tracing::warn!(slot, err = %chain(&err), "cannot claim a lease; retrying");
+                    pause(errors.next(), &mut drain).await;
+                }
+            }
+        }
+        tracing::info!(slot, "slot drained");
+    }
+
+    /// One lease, start to report. Heartbeats run alongside until the report is through.
+    async fn run_lease(&self, worker_id: &str, lease: Lease) -> Outcome {
+        let Lease {
+            lease_id,
+            ttl_secs,
+            spec,
+        } = lease;
+        let (run, step) = (spec.run_id.clone(), spec.step.clone());
+        tracing::info!(lease = %lease_id, %run, %step, "leased");
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            lease_id.clone(),
+            worker_id.to_string(),
+            heartbeat_interval(ttl_secs),
+            lost.clone(),
+        ));
+        let outcome = self.lease_body(worker_id, &lease_id, spec, &lost).await;
+        heartbeat.abort();
+        match outcome {
+            Outcome::Reported => tracing::info!(lease = %lease_id, %run, %step, "reported"),
+            Outcome::Dropped => tracing::warn!(
+                lease = %lease_id, %run, %step,
+                "lease lost (409): result dropped; the controller runs the step elsewhere"
+            ),
+            Outcome::Abandoned => tracing::error!(
+                lease = %lease_id, %run, %step,
+                "lease abandoned; it expires and the step is handed out again"
+            ),
+        }
+        outcome
+    }
+
+    async fn lease_body(
+        &self,
+        worker_id: &str,
+        lease_id: &str,
+        spec: StepSpec,
+        lost: &AtomicBool,
+    ) -> Outcome {
+        if let Err(err) = self.fetch_inputs(&spec).await {
+            tracing::error!(lease = %lease_id, err = %chain(&err), "cannot fetch the step's inputs");
+            return Outcome::Abandoned;
+        }
+        if lost.load(Ordering::SeqCst) {
+            return Outcome::Dropped;
+        }
+        let record = self.worker.run_step(spec).await;
+        if lost.load(Ordering::SeqCst) {
+            return Outcome::Dropped;
+        }
+        if let Err(err) = self.upload_results(&record).await {
+            tracing::error!(lease = %lease_id, err = %chain(&err), "cannot upload the step's results");
+            return Outcome::Abandoned;
+        }
+        let report = StepReport {
+            worker_id: worker_id.to_string(),
+            record,
+        };
+        let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
+        for attempt in 1..=self.config.poll.attempts {
+            match self.client.report(lease_id, &report).await {
+                Ok(()) => return Outcome::Reported,
+                Err(ClientError::Conflict { .. }) => return Outcome::Dropped,
+                Err(err) if err.is_transient() && attempt < self.config.poll.attempts => {
+                    tracing::warn!(lease = %lease_id, attempt, err = %chain(&err), "report failed; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+                Err(err) => {
+                    tracing::error!(lease = %lease_id, err = %chain(&err), "report refused");
+                    return Outcome::Abandoned;
+                }
+            }
+        }
+        Outcome::Abandoned
+    }
+
+    /// Every blob the step reads that the local store lacks: its rootfs, its mirror inputs and
+    /// its upstream steps' outputs.
+    async fn fetch_inputs(&self, spec: &StepSpec) -> Result<(), TransferError> {
+        for digest in needed_blobs(spec) {
+            if self.store.contains(&digest) {
+                continue;
+            }
+            self.retry(|| self.fetch(digest)).await?;
+        }
+        Ok(())
+    }
+
+    /// Downloads one blob (verified as it arrives) and moves it into the store.
+    async fn fetch(&self, digest: Sha256Digest) -> Result<(), TransferError> {
+        let temp = self.temp_dir()?;
+        let path = temp.path().join("blob");
+        let size = self
+            .client
+            .download_blob(&digest, &path)
+            .await
+            .map_err(|source| TransferError::Client { digest, source })?;
+        let stored = self
+            .blocking(move |store| store.put_file(&path))
+            .await
+            .map_err(|source| TransferError::Store { digest, source })?;
+        if stored.sha256 != digest {
+            return Err(TransferError::StoredAs {
+                digest,
+                stored: stored.sha256,
+            });
+        }
+        tracing::debug!(%digest, size, "fetched");
+        Ok(())
+    }
+
+    /// Uploads the step's outputs and its log, skipping what the controller already has.
+    async fn upload_results(&self, record: &StepRecord) -> Result<(), TransferError> {
+        let digests: BTreeSet<Sha256Digest> = record
+            .outputs
+            .iter()
+            .map(|o| o.sha256)
+            .chain([record.log.sha256])
+            .collect();
+        for digest in digests {
+            self.retry(|| self.upload(digest)).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, digest: Sha256Digest) -> Result<(), TransferError> {
+        match self.client.has_blob(&digest).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            // A controller that cannot say gets the upload; a repeated one is a cheap 200.
+            Err(err) if !err.is_transient() => {
+                tracing::debug!(%digest, err = %chain(&err), "cannot ask for the blob; uploading")
+            }
+            Err(source) => return Err(TransferError::Client { digest, source }),
+        }
+        // A verified copy: a blob damaged in the local store is never sent.
+        let temp = self.temp_dir()?;
+        let path = temp.path().join("blob");
+        let copy = path.clone();
+        self.blocking(move |store| store.copy_out(&digest, &copy, false))
+            .await
+            .map_err(|source| TransferError::Store { digest, source })?;
+        let uploaded = self
+            .client
+            .upload_blob(&digest, &path)
+            .await
+            .map_err(|source| TransferError::Client { digest, source })?;
+        tracing::debug!(%digest, ?uploaded, "uploaded");
+        Ok(())
+    }
+
+    /// Runs a transfer until it succeeds, fails for good, or runs out of attempts.
+    async fn retry<F, Fut>(&self, mut transfer: F) -> Result<(), TransferError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), TransferError>>,
+    {
+        let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
+        let mut attempt = 1;
+        loop {
+            match transfer().await {
+                Err(TransferError::Client { digest, source })
+                    if source.is_transient() && attempt < self.config.poll.attempts =>
+                {
+                    tracing::warn!(%digest, attempt, err = %chain(&source), "transfer failed; retrying");
+                    tokio::time::sleep(backoff.next()).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn temp_dir(&self) -> Result<tempfile::TempDir, TransferError> {
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempdir_in(&self.config.transfer_dir)
+            .map_err(|source| TransferError::Temp {
+                path: self.config.transfer_dir.clone(),
+                source,
+            })
+    }
+
+    /// Runs a store operation off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&BlobStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .expect("store operations do not panic")
+    }
+}
+
+/// Every digest a step's staging reads from the store.
+fn needed_blobs(spec: &StepSpec) -> BTreeSet<Sha256Digest> {
+    let mut digests = BTreeSet::from([spec.rootfs.sha256]);
+    for input in &spec.inputs {
+        match &input.source {
+            InputSource::Mirror(m) => {
+                digests.insert(m.sha256);
+            }
+            InputSource::Step { outputs, .. } => digests.extend(outputs.iter().map(|o| o.sha256)),
+        }
+    }
+    digests
+}
+
+/// A third of the ttl, so that two heartbeats may be lost before the lease expires.
+fn heartbeat_interval(ttl_secs: u64) -> Duration {
+    Duration::from_millis(ttl_secs.saturating_mul(1000) / 3).max(Duration::from_millis(200))
+}
+
+/// Extends a lease every `every` until aborted; a refusal marks it `lost` and stops.
+async fn heartbeat_loop(
+    client: Client,
+    lease_id: String,
+    worker_id: String,
+    every: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    let beat = Heartbeat { worker_id };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match client.heartbeat(&lease_id, &beat).await {
+            Ok(()) => tracing::trace!(lease = %lease_id, "heartbeat"),
+            Err(err) if err.is_transient() => {
+                tracing::warn!(lease = %lease_id, err = %chain(&err), "heartbeat failed; retrying")
+            }
+            Err(err) => {
+                tracing::warn!(lease = %lease_id, err = %chain(&err), "heartbeat refused: lease lost");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+fn draining(drain: &watch::Receiver<bool>) -> bool {
+    *drain.borrow()
+}
+
+/// Sleeps for `d` unless draining starts first; true if draining.
+async fn pause(d: Duration, drain: &mut watch::Receiver<bool>) -> bool {
+    let slept = tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        // A dropped sender means nobody can tell us to keep going: stop too.
+        _ = drain.wait_for(|d| *d) => false,
+    };
+    !slept || draining(drain)
+}
+
+/// Exponential backoff with jitter, so that many workers do not retry in step.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The next pause: the current step, give or take a quarter.
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let quarter = base.as_millis() as u64 / 4;
+        let jitter = if quarter == 0 {
+            0
+        } else {
+            random % (2 * quarter + 1)
+        };
+        Duration::from_millis(base.as_millis() as u64 - quarter + jitter)
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    crate::error_chain(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::{BlobKind, MirrorInput, MirrorRef, OutputRecord, StagedInput};
+
+    fn digest(s: &str) -> Sha256Digest {
+        Sha256Digest::of(s.as_bytes())
+    }
+
+    fn mirror(name: &str, sha256: Sha256Digest) -> MirrorInput {
+        MirrorInput {
+            reference: name.parse::<MirrorRef>().unwrap(),
+            sha256,
+            kind: BlobKind::Tree,
+        }
+    }
+
+    #[test]
+    fn a_step_needs_its_rootfs_its_mirror_inputs_and_its_upstream_outputs() {
+        let output = |s: &str| OutputRecord {
+            path: s.into(),
+            sha256: digest(s),
+            size: 1,
+            executable: false,
+        };
+        let spec = StepSpec {
+            run_id: "r".into(),
+            step: "s".into(),
+            command: "true".into(),
+            env: BTreeMap::new(),
+            rootfs: mirror("busybox@1", digest("rootfs")),
+            inputs: vec![
+                StagedInput {
+                    mount_name: "src".into(),
+                    source: InputSource::Mirror(mirror("src@1", digest("src"))),
+                },
+                StagedInput {
+                    mount_name: "up".into(),
+                    source: InputSource::Step {
+                        step: "up".into(),
+                        outputs: vec![output("a"), output("b"), output("rootfs")],
+                    },
+                },
+            ],
+            outputs: Vec::new(),
+            timeout_secs: 1,
+            source_date_epoch: 0,
+            resources: Default::default(),
+        };
+        let wanted: BTreeSet<_> = ["rootfs", "src", "a", "b"].map(digest).into();
+        assert_eq!(needed_blobs(&spec), wanted);
+    }
+
+    #[test]
+    fn heartbeats_come_three_times_per_ttl() {
+        assert_eq!(heartbeat_interval(30), Duration::from_secs(10));
+        assert_eq!(heartbeat_interval(0), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let within = |d: Duration, base: u64| {
+            let ms = d.as_millis() as u64;
+            assert!(ms >= base * 3 / 4 && ms <= base * 5 / 4, "{ms} vs {base}");
+        };
+        within(b.next(), 100);
+        within(b.next(), 200);
+        within(b.next(), 400);
+        within(b.next(), 400);
+        b.reset();
+        within(b.next(), 100);
+    }
+}
