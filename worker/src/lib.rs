@@ -136,7 +136,13 @@ impl Inner {
     fn run_blocking(&self, spec: StepSpec) -> StepRecord {
         let slot = self.slots.acquire();
         let started_on = OffsetDateTime::now_utc();
-        let dir = self.config.work_root.join(&spec.run_id).join(&spec.step);
+        // Named by slot too: a step handed out again (its first lease expired while it still
+        // ran here) must not share the first attempt's directory.
+        let dir = self
+            .config
+            .work_root
+            .join(&spec.run_id)
+            .join(format!("{}@{}", spec.step, slot.host_id));
         let log_path = dir.with_extension("log");
         let executed = self
             .execute(&spec, &slot, &dir, &log_path)
