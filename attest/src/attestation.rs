@@ -26,9 +26,10 @@ pub fn provenance_file_name(artifact_name: &str) -> String {
     format!("{artifact_name}.intoto.jsonl")
 }
 
-/// Signs a provenance statement into a DSSE envelope of type `application/vnd.in-toto+json`.
-pub fn sign_statement(
-    statement: &Statement<Provenance>,
+/// Signs an in-toto statement (SLSA provenance, or an SBOM from [`crate::sbom`]) into a DSSE
+/// envelope of type `application/vnd.in-toto+json`.
+pub fn sign_statement<P: serde::Serialize>(
+    statement: &Statement<P>,
     key: &KeyPair,
 ) -> Result<Envelope, SignError> {
     let payload = serde_json::to_vec(statement).map_err(SignError::Encode)?;

@@ -1,5 +1,5 @@
-//! kiln's evidence: signing keys, DSSE envelopes, in-toto statements, SLSA provenance and
-//! Sigstore bundles.
+//! kiln's evidence: signing keys, DSSE envelopes, in-toto statements, SLSA provenance,
+//! Sigstore bundles and SBOMs.
 //!
 //! The daemon uses this crate to sign what a run produced; `kiln verify` uses it to check an
 //! artifact against its `ARTIFACT.intoto.jsonl` without linking the controller, and
@@ -13,6 +13,9 @@
 //! - [`attestation`]: the `.intoto.jsonl` file and [`verify_provenance`].
 //! - [`bundle`]: the `.sigstore.json` file (Sigstore bundle v0.3, key-based) and
 //!   [`verify_bundle`], which makes the same envelope checks as [`verify_provenance`].
+//! - [`sbom`]: the SPDX 2.3 and CycloneDX 1.6 SBOMs of an artifact (`.spdx.json`,
+//!   `.cdx.json`) and their signed in-toto forms (`.spdx.intoto.jsonl`, `.cdx.intoto.jsonl`),
+//!   built from the same request and checks as the provenance (see docs/sbom.md).
 //!
 //! Invariant: no cryptography is implemented here. Key generation, signing and signature
 //! verification all go through the `sigstore` crate; this crate only encodes what is signed.
@@ -25,6 +28,7 @@ pub mod dsse;
 pub mod intoto;
 pub mod keys;
 pub mod provenance;
+pub mod sbom;
 pub mod slsa;
 
 pub use attestation::{
@@ -40,5 +44,9 @@ pub use intoto::{DigestSet, ResourceDescriptor, Statement};
 pub use keys::{KeyAlgorithm, KeyError, KeyFiles, KeyId, KeyPair, KeyParseError, PublicKey};
 pub use provenance::{
     Artifact, BuilderInfo, PipelineParameter, ProvenanceError, ProvenanceRequest, build_statement,
+};
+pub use sbom::{
+    SbomFiles, Sboms, build_sboms, cyclonedx_attestation_file_name, cyclonedx_file_name,
+    spdx_attestation_file_name, spdx_file_name,
 };
 pub use slsa::Provenance;

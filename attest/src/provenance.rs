@@ -161,16 +161,7 @@ pub fn log_uri(step: &str) -> String {
 pub fn build_statement(
     req: &ProvenanceRequest<'_>,
 ) -> Result<Statement<Provenance>, ProvenanceError> {
-    if req.finished_on < req.started_on {
-        return Err(ProvenanceError::TimesReversed {
-            started: req.started_on,
-            finished: req.finished_on,
-        });
-    }
-    let steps = index_steps(req.steps)?;
-    check_upstreams(&steps)?;
-    check_all_reach_artifact(&steps, req.artifact.sha256)?;
-
+    let steps = checked_steps(req)?;
     let mut deps = Dependencies::default();
     let mut byproducts = Vec::new();
     let mut internal = BTreeMap::new();
@@ -252,6 +243,24 @@ pub fn build_statement(
             },
         },
     })
+}
+
+/// The request's step records by name, after every consistency check: times in order, no
+/// duplicate or failed step, every upstream output accounted for, every step reaching the
+/// artifact. The SBOMs ([`crate::sbom`]) are built from the same checked records.
+pub(crate) fn checked_steps<'a>(
+    req: &ProvenanceRequest<'a>,
+) -> Result<BTreeMap<&'a str, &'a StepRecord>, ProvenanceError> {
+    if req.finished_on < req.started_on {
+        return Err(ProvenanceError::TimesReversed {
+            started: req.started_on,
+            finished: req.finished_on,
+        });
+    }
+    let steps = index_steps(req.steps)?;
+    check_upstreams(&steps)?;
+    check_all_reach_artifact(&steps, req.artifact.sha256)?;
+    Ok(steps)
 }
 
 /// Step records by name, refusing duplicates and failed steps.
@@ -399,7 +408,7 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
 
 /// Percent-encodes everything but RFC 3986 unreserved characters and `/ @ +`, so names with
 /// spaces or other odd characters still give one stable, valid URI.
-fn encode_uri_path(s: &str) -> String {
+pub(crate) fn encode_uri_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'@' | b'+')

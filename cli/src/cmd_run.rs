@@ -27,7 +27,9 @@ const SCRATCH_BYTES: u64 = 1 << 30;
 pub struct RunArgs {
     /// The pipeline YAML file.
     pipeline: PathBuf,
-    /// Where artifacts and their provenance (ARTIFACT.intoto.jsonl) are written.
+    /// Where artifacts, their provenance (ARTIFACT.intoto.jsonl, ARTIFACT.sigstore.json) and
+    /// SBOMs (ARTIFACT.spdx.json, ARTIFACT.cdx.json, each also signed as .intoto.jsonl) are
+    /// written.
     #[arg(long, default_value = "kiln-out", value_name = "DIR")]
     out: PathBuf,
     /// Sign with this PKCS#8 PEM key instead of the data dir's key.
@@ -242,8 +244,29 @@ fn write_artifacts(
         write_atomically(out, &provenance, &artifact.provenance)?;
         let bundle = out.join(kiln_attest::bundle_file_name(&artifact.name));
         write_atomically(out, &bundle, &artifact.bundle)?;
+        for (file, text) in sbom_files(artifact) {
+            write_atomically(out, &out.join(file), text)?;
+        }
     }
     Ok(())
+}
+
+/// The SBOM files of an artifact: names and contents (see docs/sbom.md).
+fn sbom_files(artifact: &PublishedArtifact) -> [(String, &str); 4] {
+    let name = &artifact.name;
+    let sboms = &artifact.sboms;
+    [
+        (kiln_attest::spdx_file_name(name), &sboms.spdx),
+        (
+            kiln_attest::spdx_attestation_file_name(name),
+            &sboms.spdx_attestation,
+        ),
+        (kiln_attest::cyclonedx_file_name(name), &sboms.cyclonedx),
+        (
+            kiln_attest::cyclonedx_attestation_file_name(name),
+            &sboms.cyclonedx_attestation,
+        ),
+    ]
 }
 
 /// Writes `text` to `dest` (mode 0644) through a temp file in `dir`, so no reader ever sees half
@@ -289,7 +312,10 @@ fn print_summary(
         for file in [
             kiln_attest::provenance_file_name(&a.name),
             kiln_attest::bundle_file_name(&a.name),
-        ] {
+        ]
+        .into_iter()
+        .chain(sbom_files(a).map(|(file, _)| file))
+        {
             println!("    {}", out.join(file).display());
         }
     }

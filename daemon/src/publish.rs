@@ -1,10 +1,11 @@
 //! Publishing a run's artifacts: for each artifact whose step succeeded, build its SLSA
-//! provenance from the step records that reached it, sign it (DSSE), and keep both.
+//! provenance and its SBOMs (SPDX 2.3, CycloneDX 1.6) from the step records that reached it,
+//! sign each as an in-toto statement (DSSE, the same key), and keep them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_attest::keys::KeyPair;
-use kiln_attest::{BuilderInfo, PipelineParameter, ProvenanceRequest};
+use kiln_attest::{BuilderInfo, PipelineParameter, ProvenanceRequest, SbomFiles};
 use kiln_core::{Sha256Digest, StepRecord};
 use kiln_mirror::BlobStore;
 use kiln_pipelines::{Artifact, Pipeline};
@@ -25,7 +26,7 @@ pub enum PublishError {
         step: String,
         path: String,
     },
-    #[error("artifact {artifact}: cannot sign provenance")]
+    #[error("artifact {artifact}: cannot sign provenance or SBOMs")]
     Sign {
         artifact: String,
         #[source]
@@ -62,6 +63,9 @@ pub struct PublishedArtifact {
     pub provenance: String,
     /// The `.sigstore.json` content: the same envelope in a Sigstore bundle v0.3.
     pub bundle: String,
+    /// The `.spdx.json`, `.cdx.json` and their signed `.spdx.intoto.jsonl`,
+    /// `.cdx.intoto.jsonl` contents (see docs/sbom.md).
+    pub sboms: SbomFiles,
 }
 
 /// `step` and every step it transitively needs, as records, in pipeline order.
@@ -140,6 +144,10 @@ fn publish_one(
         kiln_attest::sign_statement(&statement, key).map_err(|e| sign_err(SignFailure::Sign(e)))?;
     let bundle = kiln_attest::to_bundle(&envelope, key.public_key()).to_json();
     let line = kiln_attest::to_jsonl(&[envelope]).map_err(|e| sign_err(SignFailure::Sign(e)))?;
+    let sboms = kiln_attest::build_sboms(&request)
+        .map_err(|e| sign_err(SignFailure::Build(e)))?
+        .to_files(&request, key)
+        .map_err(|e| sign_err(SignFailure::Sign(e)))?;
     Ok(Some(PublishedArtifact {
         name: artifact.name().to_owned(),
         step: artifact.from().to_owned(),
@@ -148,6 +156,7 @@ fn publish_one(
         executable: output.executable,
         provenance: line,
         bundle,
+        sboms,
     }))
 }
 

@@ -207,3 +207,45 @@ fn bundle_verifies_with_kiln_and_with_sigstore_js_and_tampering_fails_there_too(
         text(&bad)
     );
 }
+
+#[test]
+fn sboms_beside_the_artifact_validate_with_spdx_tools_and_cyclonedx() {
+    let b = build();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../attest/tests/interop/sbom_validate.py"
+    );
+    for (format, file) in [
+        ("spdx", "out/wrapped.spdx.json"),
+        ("cyclonedx", "out/wrapped.cdx.json"),
+    ] {
+        let path = b.env.path(file);
+        let out = Command::new("python3")
+            .arg(script)
+            .args([format, path.to_str().unwrap()])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "the {format} validator refused kiln's {file} (install it with the README's test command):\n{}",
+            text(&out)
+        );
+        let doc = fs::read_to_string(&path).unwrap();
+        for expected in [
+            "pkg:generic/busybox@1?checksum=sha256:",
+            "pkg:generic/words@1?checksum=sha256:",
+            "kiln:step/make/greeting",
+            "kiln:step/make/sub/x",
+            &common::sha256_file(&b.artifact),
+        ] {
+            assert!(doc.contains(expected), "{file} lacks {expected}:\n{doc}");
+        }
+    }
+    for file in [
+        "out/wrapped.spdx.intoto.jsonl",
+        "out/wrapped.cdx.intoto.jsonl",
+    ] {
+        let jsonl = fs::read_to_string(b.env.path(file)).unwrap();
+        assert_eq!(jsonl.lines().count(), 1, "{file}: {jsonl}");
+    }
+}
