@@ -39,6 +39,19 @@ pub struct WorkerArgs {
     /// need disjoint ranges.
     #[arg(long, value_name = "FIRST:COUNT", default_value = "1000000:64", value_parser = parse_ids)]
     host_ids: IdRange,
+    /// With an `https://` controller: a one-time token from `kiln admin join-token create`
+    /// (`kiln1-<fingerprint>-<secret>`), exchanged for a client certificate kept in the data dir.
+    /// Not needed once joined.
+    #[arg(
+        long,
+        env = "KILN_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    join_token: Option<String>,
+    /// The controller CA's sha256 fingerprint to pin; must match the one in the join token.
+    #[arg(long, value_name = "HEX")]
+    ca_fingerprint: Option<String>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -75,10 +88,28 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
             args.host_ids.count
         );
     }
-    let client = Client::new(&args.controller.controller)?;
     // The sandbox wants absolute paths (rootfs, inputs, out); a relative --data-dir is fine.
     let data_dir = &std::path::absolute(data_dir)
         .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let tls = args.controller.controller.starts_with("https://");
+    anyhow::ensure!(
+        tls || (args.join_token.is_none() && args.ca_fingerprint.is_none()),
+        "--join-token and --ca-fingerprint need an https:// controller"
+    );
+    let identity_dir = data_dir.join("identity");
+    let (client, identity) = if tls {
+        let rt = crate::runtime()?;
+        let identity = rt.block_on(identity::obtain(
+            &args.controller.controller,
+            &identity_dir,
+            args.join_token.as_deref(),
+            args.ca_fingerprint.as_deref(),
+        ))?;
+        let client = Client::with_security(&args.controller.controller, identity.security())?;
+        (client, Some(identity))
+    } else {
+        (Client::new(&args.controller.controller)?, None)
+    };
     let store_root = data_dir.join("store");
     let exe =
         std::env::current_exe().context("cannot locate the kiln binary for the sandbox helper")?;
@@ -95,6 +126,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     };
     let worker = Worker::new(config, BlobStore::open(&store_root)?);
     let name = args.name.unwrap_or_else(host_name);
+    let client_for_renewal = client.clone();
     let remote = RemoteWorker::new(
         client,
         worker,
@@ -108,6 +140,13 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         },
     );
     crate::runtime()?.block_on(async {
+        if let Some(identity) = identity {
+            tokio::spawn(identity::renew_forever(
+                client_for_renewal,
+                identity,
+                identity_dir,
+            ));
+        }
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -143,4 +182,205 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The worker's TLS identity in `DATA/identity/`: `key.pem` (0600, made here and never sent),
+/// `cert.pem`, `ca.pem` and `identity.json` (validity, for renewal).
+mod identity {
+    use std::fs;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use kiln_client::enroll::{self, JoinToken};
+    use kiln_client::{Client, ClientIdentity, TransportSecurity};
+    use kiln_core::api::v1::{Enrolled, JoinRequest, RenewRequest};
+    use serde::{Deserialize, Serialize};
+
+    /// A client certificate and what goes with it.
+    #[derive(Clone, Serialize, Deserialize)]
+    pub struct Identity {
+        pub identity: String,
+        pub not_before: i64,
+        pub not_after: i64,
+        /// When this worker received the certificate (its own clock; `not_before` is
+        /// backdated by the controller for clock skew).
+        #[serde(default)]
+        pub received_at: i64,
+        #[serde(skip)]
+        pub cert_pem: String,
+        #[serde(skip)]
+        pub key_pem: String,
+        #[serde(skip)]
+        pub ca_pem: String,
+    }
+
+    impl Identity {
+        pub fn security(&self) -> TransportSecurity {
+            TransportSecurity::Tls {
+                ca_pem: self.ca_pem.clone(),
+                identity: Some(ClientIdentity {
+                    cert_pem: self.cert_pem.clone(),
+                    key_pem: self.key_pem.clone(),
+                }),
+            }
+        }
+
+        fn from_enrolled(enrolled: Enrolled, key_pem: String) -> Self {
+            Self {
+                identity: enrolled.identity,
+                not_before: enrolled.not_before,
+                not_after: enrolled.not_after,
+                received_at: now(),
+                cert_pem: enrolled.cert_pem,
+                key_pem,
+                ca_pem: enrolled.ca_pem,
+            }
+        }
+
+        /// When to renew: at 2/3 of the lifetime left when it arrived (unix seconds).
+        fn renew_at(&self) -> i64 {
+            let from = self.received_at.max(self.not_before);
+            from + (self.not_after - from) * 2 / 3
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn save(dir: &Path, id: &Identity) -> anyhow::Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_private(&dir.join("key.pem"), id.key_pem.as_bytes())?;
+        write_private(&dir.join("cert.pem"), id.cert_pem.as_bytes())?;
+        write_private(&dir.join("ca.pem"), id.ca_pem.as_bytes())?;
+        write_private(
+            &dir.join("identity.json"),
+            &serde_json::to_vec_pretty(id).expect("an identity serialises"),
+        )
+    }
+
+    fn load(dir: &Path) -> anyhow::Result<Option<Identity>> {
+        let meta = dir.join("identity.json");
+        if !meta.exists() {
+            return Ok(None);
+        }
+        let read = |name: &str| {
+            fs::read_to_string(dir.join(name))
+                .with_context(|| format!("cannot read {}", dir.join(name).display()))
+        };
+        let mut id: Identity = serde_json::from_str(&read("identity.json")?)
+            .with_context(|| format!("{} is not an identity", meta.display()))?;
+        id.cert_pem = read("cert.pem")?;
+        id.key_pem = read("key.pem")?;
+        id.ca_pem = read("ca.pem")?;
+        Ok(Some(id))
+    }
+
+    /// The stored identity if it is still valid, else a new one from a join.
+    pub async fn obtain(
+        url: &str,
+        dir: &Path,
+        token: Option<&str>,
+        fingerprint: Option<&str>,
+    ) -> anyhow::Result<Identity> {
+        let pinned = fingerprint.map(enroll::parse_fingerprint).transpose()?;
+        if let Some(id) = load(dir)? {
+            let ca = enroll::pem_fingerprint(&id.ca_pem);
+            let pin_ok = pinned.is_none() || ca == pinned;
+            if id.not_after > now() + 60 && pin_ok {
+                tracing::info!(identity = %id.identity, "using the stored client certificate");
+                return Ok(id);
+            }
+            tracing::info!("the stored client certificate expired or names another CA; joining");
+        }
+        let token = token.context(
+            "no valid client certificate in the data dir: pass --join-token (from \
+             `kiln admin join-token create` on the controller)",
+        )?;
+        let token = JoinToken::parse(token)?;
+        if let Some(pinned) = &pinned {
+            anyhow::ensure!(
+                *pinned == token.ca_fingerprint,
+                "--ca-fingerprint does not match the fingerprint in the join token"
+            );
+        }
+        let (key_pem, csr_pem) = enroll::new_key_and_csr()?;
+        let client = Client::with_security(
+            url,
+            TransportSecurity::PinnedCa {
+                fingerprint: token.ca_fingerprint.clone(),
+            },
+        )?;
+        let enrolled = client
+            .join(&JoinRequest {
+                token: token.token.clone(),
+                csr_pem,
+            })
+            .await
+            .context("the controller refused to let this worker join")?;
+        anyhow::ensure!(
+            enroll::pem_fingerprint(&enrolled.ca_pem).as_deref()
+                == Some(token.ca_fingerprint.as_str()),
+            "the controller answered with a CA other than the pinned one"
+        );
+        let id = Identity::from_enrolled(enrolled, key_pem);
+        save(dir, &id)?;
+        tracing::info!(identity = %id.identity, "joined; client certificate stored");
+        Ok(id)
+    }
+
+    /// Renews the certificate at 2/3 of its lifetime, forever; retries every 30 s on failure.
+    pub async fn renew_forever(client: Client, mut id: Identity, dir: std::path::PathBuf) {
+        loop {
+            let wait = (id.renew_at() - now()).max(0) as u64;
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            match renew(&client, &id, &dir).await {
+                Ok(new) => {
+                    tracing::info!(identity = %new.identity, not_after = new.not_after, "client certificate renewed");
+                    id = new;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot renew the client certificate; retrying in 30s");
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        }
+    }
+
+    async fn renew(client: &Client, id: &Identity, dir: &Path) -> anyhow::Result<Identity> {
+        let (key_pem, csr_pem) = enroll::new_key_and_csr()?;
+        let enrolled = client.renew(&RenewRequest { csr_pem }).await?;
+        anyhow::ensure!(
+            enrolled.identity == id.identity,
+            "the controller renewed another identity"
+        );
+        anyhow::ensure!(
+            enroll::pem_fingerprint(&enrolled.ca_pem) == enroll::pem_fingerprint(&id.ca_pem),
+            "the controller renewed with another CA"
+        );
+        let new = Identity::from_enrolled(enrolled, key_pem);
+        save(dir, &new)?;
+        client.set_security(new.security())?;
+        Ok(new)
+    }
 }

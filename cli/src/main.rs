@@ -2,6 +2,7 @@
 //! flags, calls a library, and prints.
 #![forbid(unsafe_code)]
 
+mod cmd_admin;
 mod cmd_daemon;
 mod cmd_keys;
 mod cmd_mirror;
@@ -41,6 +42,9 @@ enum Command {
     /// Manage the vetted mirror: the only source of a step's inputs.
     #[command(subcommand)]
     Mirror(cmd_mirror::MirrorCommand),
+    /// Operator commands against the daemon's data dir (join tokens).
+    #[command(subcommand)]
+    Admin(cmd_admin::AdminCommand),
     /// Manage provenance signing keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd_run::check(args),
         Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cmd),
         Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
+        Command::Admin(cmd) => cmd_admin::run(&data_dir, cmd),
         Command::Verify(args) => cmd_verify::run(args),
         Command::Worker(args) => cmd_worker::run(&data_dir, args),
         Command::Submit(args) => cmd_submit::submit(args),

@@ -18,6 +18,9 @@ pub enum ClientError {
     /// The HTTP client could not be built (TLS configuration).
     #[error("cannot set up the HTTP client")]
     Setup(#[source] reqwest::Error),
+    /// The TLS material (controller CA, client certificate or key) cannot be used.
+    #[error("cannot set up TLS: {reason}")]
+    TlsSetup { reason: String },
     /// `409 Conflict`: the lease expired, was reassigned or was never this worker's.
     #[error("{route}: refused by the controller (409 conflict): {error}")]
     Conflict { route: &'static str, error: String },

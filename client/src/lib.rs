@@ -10,19 +10,20 @@
 //! using [`ClientError::is_transient`], because only they know whether a request is idempotent.
 #![forbid(unsafe_code)]
 
+pub mod enroll;
 mod error;
 mod tls;
 
 pub use error::ClientError;
-pub use tls::TransportSecurity;
+pub use tls::{ClientIdentity, TransportSecurity};
 
 use std::path::Path;
 use std::time::Duration;
 
 use kiln_core::Sha256Digest;
 use kiln_core::api::v1::{
-    ErrorView, Heartbeat, Lease, LeaseRequest, RegisterWorker, RunView, StepReport, SubmitRun,
-    WorkerRegistered,
+    Enrolled, ErrorView, Heartbeat, JoinRequest, Lease, LeaseRequest, RegisterWorker, RenewRequest,
+    RunView, StepReport, SubmitRun, WorkerRegistered,
 };
 use kiln_core::digest::Sha256Hasher;
 use reqwest::{Method, Response, StatusCode, Url};
@@ -39,7 +40,9 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// A client of one controller. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
+    /// Shared by clones, so that a renewed client certificate ([`Client::set_security`]) is
+    /// used by every clone from the next connection on.
+    http: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
     base: Url,
 }
 
@@ -90,9 +93,18 @@ impl Client {
         }
         security.check_url(&base)?;
         Ok(Self {
-            http: security.http_client()?,
+            http: std::sync::Arc::new(std::sync::RwLock::new(security.http_client()?)),
             base,
         })
+    }
+
+    /// Switches this client and its clones to `security` (a renewed client certificate).
+    /// Connections already open finish with the old one.
+    pub fn set_security(&self, security: TransportSecurity) -> Result<(), ClientError> {
+        security.check_url(&self.base)?;
+        let http = security.http_client()?;
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = http;
+        Ok(())
     }
 
     /// The controller's base URL.
@@ -185,6 +197,24 @@ impl Client {
     }
 
     // ---- workers ----
+
+    /// `POST /v1/join`: a join token and a CSR for a client certificate.
+    pub async fn join(&self, request: &JoinRequest) -> Result<Enrolled, ClientError> {
+        const ROUTE: &str = "POST /v1/join";
+        let resp = self
+            .send_json(ROUTE, Method::POST, &["join"], Some(request))
+            .await?;
+        decode(ROUTE, resp).await
+    }
+
+    /// `POST /v1/renew` (mutual TLS): a new certificate for this worker's identity.
+    pub async fn renew(&self, request: &RenewRequest) -> Result<Enrolled, ClientError> {
+        const ROUTE: &str = "POST /v1/renew";
+        let resp = self
+            .send_json(ROUTE, Method::POST, &["renew"], Some(request))
+            .await?;
+        decode(ROUTE, resp).await
+    }
 
     /// `POST /v1/workers`.
     pub async fn register_worker(
@@ -326,7 +356,8 @@ impl Client {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(segments))
+        let http = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
+        http.request(method, self.url(segments))
     }
 
     async fn send_json<B: Serialize>(
@@ -510,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_until_the_controller_ca_can_be_pinned() {
+    fn https_without_the_controller_ca_is_refused() {
         let err = Client::new("https://127.0.0.1:7070").unwrap_err();
         assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err}");
     }

@@ -1,9 +1,8 @@
 //! The one place where the client's transport security is decided.
 //!
-//! Increment 1 of issue 4 speaks plain HTTP to a controller on loopback. Mutual TLS comes next:
-//! a `TransportSecurity::MutualTls { ca, identity }` variant whose rustls config pins the
-//! controller's CA (instead of an empty root store) and presents the worker's certificate
-//! (instead of `with_no_client_auth`). Nothing outside this module builds a `reqwest::Client`.
+//! Plain HTTP to a controller on loopback, or TLS with the controller's own CA as the only
+//! root ([`TransportSecurity::Tls`]), optionally presenting a worker's client certificate.
+//! Nothing outside this module builds a `reqwest::Client`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,29 @@ pub enum TransportSecurity {
     /// encrypted; `https://` URLs are refused rather than trusted against public web roots.
     #[default]
     PlainHttp,
+    /// `https://`, trusting only `ca_pem` (the controller's CA), presenting `identity` when
+    /// given.
+    Tls {
+        ca_pem: String,
+        identity: Option<ClientIdentity>,
+    },
+    /// `https://` to a controller whose CA is not known yet, only its fingerprint (lowercase hex
+    /// sha256 of its DER): the controller must send that CA along with its certificate. For
+    /// joining (`POST /v1/join`); no client certificate.
+    PinnedCa { fingerprint: String },
+}
+
+/// A client certificate and its PKCS#8 key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
 }
 
 impl TransportSecurity {
@@ -54,6 +76,7 @@ impl TransportSecurity {
                          use http:// on loopback"
                     .into(),
             }),
+            (Self::Tls { .. } | Self::PinnedCa { .. }, "https") => Ok(()),
             (_, scheme) => Err(ClientError::InvalidUrl {
                 url: url.to_string(),
                 reason: format!("unsupported scheme {scheme:?}; use http://"),
@@ -64,7 +87,7 @@ impl TransportSecurity {
     /// The HTTP client for this mode.
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, ClientError> {
         reqwest::Client::builder()
-            .use_preconfigured_tls(self.rustls_config())
+            .use_preconfigured_tls(self.rustls_config()?)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             // A controller never redirects; following one would leave the pinned peer.
@@ -78,15 +101,56 @@ impl TransportSecurity {
 
     /// The rustls configuration reqwest is given. With plain HTTP it is never used for a
     /// connection, but reqwest needs one since no TLS provider is compiled into it.
-    fn rustls_config(&self) -> rustls::ClientConfig {
+    fn rustls_config(&self) -> Result<rustls::ClientConfig, ClientError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        match self {
-            Self::PlainHttp => rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("the aws-lc-rs provider supports the default protocol versions")
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("the aws-lc-rs provider supports the default protocol versions");
+        let bad = |what: &str, err: &dyn std::fmt::Display| ClientError::TlsSetup {
+            reason: format!("{what}: {err}"),
+        };
+        Ok(match self {
+            Self::PinnedCa { fingerprint } => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(crate::enroll::PinnedCaVerifier {
+                    fingerprint: fingerprint.clone(),
+                    provider,
+                }))
+                .with_no_client_auth(),
+            Self::PlainHttp => builder
                 // Trusts nobody: a plain-HTTP client must never complete a TLS handshake.
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth(),
-        }
+            Self::Tls { ca_pem, identity } => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                    let cert = cert.map_err(|e| bad("the controller CA does not parse", &e))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| bad("the controller CA is not usable", &e))?;
+                }
+                if roots.is_empty() {
+                    return Err(ClientError::TlsSetup {
+                        reason: "the controller CA PEM holds no certificate".into(),
+                    });
+                }
+                let builder = builder.with_root_certificates(roots);
+                match identity {
+                    None => builder.with_no_client_auth(),
+                    Some(id) => {
+                        let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| bad("the client certificate does not parse", &e))?;
+                        let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                            .map_err(|e| bad("the client key does not parse", &e))?;
+                        builder
+                            .with_client_auth_cert(chain, key)
+                            .map_err(|e| bad("the client certificate is not usable", &e))?
+                    }
+                }
+            }
+        })
     }
 }

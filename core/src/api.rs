@@ -87,6 +87,31 @@ pub mod v1 {
         pub size: u64,
     }
 
+    /// `POST /v1/join` (TLS, no client certificate): a worker exchanges a one-time join token
+    /// and a PKCS#10 CSR (its private key never leaves it) for a client certificate.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct JoinRequest {
+        pub token: String,
+        pub csr_pem: String,
+    }
+
+    /// `POST /v1/renew` (mutual TLS): a new certificate for the caller's identity, for a new CSR.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RenewRequest {
+        pub csr_pem: String,
+    }
+
+    /// The answer to [`JoinRequest`] and [`RenewRequest`]: a client certificate whose URI SAN is
+    /// `spiffe://kiln/worker/<identity>`, valid over `[not_before, not_after)` (unix seconds).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Enrolled {
+        pub identity: String,
+        pub cert_pem: String,
+        pub ca_pem: String,
+        pub not_before: i64,
+        pub not_after: i64,
+    }
+
     /// `POST /v1/workers`: a worker announces itself.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct RegisterWorker {

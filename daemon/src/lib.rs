@@ -13,6 +13,7 @@
 pub mod controller;
 pub mod dispatch;
 pub mod http;
+pub mod pki;
 pub mod publish;
 pub mod run;
 pub mod schedule;

@@ -207,6 +207,11 @@ impl State {
         Ok(Self { pool })
     }
 
+    /// The pool, for the PKI's tables ([`crate::pki::Enrollment`]).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Catalogues `reference` → `sha256`. Adding the identical binding again is a no-op;
     /// binding an existing NAME@VERSION to another digest is refused.
     pub async fn add_mirror_entry(&self, entry: &MirrorEntry) -> Result<AddOutcome, StateError> {

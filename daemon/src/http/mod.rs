@@ -4,29 +4,36 @@
 //! same router; [`Server::serve`] is the plain-TCP acceptor plus the background tick that
 //! expires leases.
 //!
-//! Deliberately absent in this increment: TLS, authentication, log streaming while a step
-//! runs, metrics.
+//! With `--tls` ([`Server::serve_tls`], [`tls`]) the same router runs behind tokio-rustls and
+//! the worker routes (`/v1/workers`, `/v1/leases/*`, blob `PUT`) need a client certificate from
+//! the daemon's CA ([`WorkerAuth::ClientCert`]).
+//!
+//! Deliberately absent in this increment: submitter authentication (team tokens), log
+//! streaming while a step runs, metrics.
 
 mod blobs;
+pub mod enroll;
 mod error;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use kiln_core::api::v1;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use tls::{PeerIdentity, WorkerAuth};
 
 use crate::controller::{Controller, ControllerError};
 use crate::dispatch::{DispatchConfig, Dispatcher, Submitted};
@@ -87,11 +94,16 @@ pub enum ServerError {
     Key(#[source] ControllerError),
     #[error("cannot serve HTTP")]
     Serve(#[source] std::io::Error),
+    #[error("cannot open the daemon's CA")]
+    Pki(#[source] crate::pki::PkiError),
+    #[error("cannot set up TLS")]
+    Tls(#[source] tls::TlsSetupError),
 }
 
 /// A daemon with its data dir open, ready to serve.
 #[derive(Debug)]
 pub struct Server {
+    data_dir: PathBuf,
     dispatcher: Arc<Dispatcher>,
     limits: BodyLimits,
     tick: Duration,
@@ -112,6 +124,7 @@ impl Server {
             .map_err(ServerError::Key)?;
         let dispatcher = Dispatcher::new(Arc::new(controller), key, config.dispatch);
         Ok(Self {
+            data_dir: config.data_dir,
             dispatcher: Arc::new(dispatcher),
             limits: config.limits,
             tick: config.tick,
@@ -122,9 +135,36 @@ impl Server {
         &self.dispatcher
     }
 
-    /// Every route of the API.
+    /// Every route of the API, with nothing authenticated (plain HTTP on loopback).
     pub fn router(&self) -> Router {
-        router(self.dispatcher.clone(), self.limits)
+        router(self.dispatcher.clone(), self.limits, WorkerAuth::None)
+    }
+
+    /// Like [`Self::serve`], over TLS with a server certificate for `names` from the data
+    /// dir's CA (made on first use); worker routes need a client certificate from that CA.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        names: &[String],
+        cert_lifetime: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let pki = crate::pki::Pki::open_or_create(&self.data_dir).map_err(ServerError::Pki)?;
+        let config = tls::server_config(&pki, names).map_err(ServerError::Tls)?;
+        let gate = enroll::WorkerGate {
+            pki,
+            enrollment: crate::pki::Enrollment::new(self.dispatcher.controller().state().clone()),
+            cert_lifetime,
+        };
+        let router = router(
+            self.dispatcher.clone(),
+            self.limits,
+            WorkerAuth::ClientCert(Arc::new(gate)),
+        );
+        self.serve_with(shutdown, move |shutdown| {
+            tls::serve(listener, config, router, shutdown)
+        })
+        .await
     }
 
     /// Resumes (expires what expired while stopped, publishes runs that finished), then serves
@@ -134,6 +174,23 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let router = self.router();
+        self.serve_with(shutdown, move |shutdown| async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        })
+        .await
+    }
+
+    /// Resumes, ticks and runs `accept` (an acceptor serving until its shutdown future
+    /// completes), then closes the database.
+    async fn serve_with<S, F, A>(self, shutdown: S, accept: A) -> Result<(), ServerError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+        A: FnOnce(S) -> F,
+        F: Future<Output = std::io::Result<()>>,
+    {
         if let Err(err) = self.dispatcher.tick().await {
             tracing::error!(error = %error::one_line(&err), "cannot resume");
         }
@@ -151,9 +208,7 @@ impl Server {
                 }
             })
         };
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = accept(shutdown).await;
         ticker.abort();
         let _ = ticker.await;
         self.dispatcher.controller().state().close().await;
@@ -164,10 +219,37 @@ impl Server {
 
 type App = Arc<Dispatcher>;
 
-/// The API's routes over `dispatcher`.
-pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits) -> Router {
+/// The API's routes over `dispatcher`; `auth` decides who may use the worker routes.
+pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth) -> Router {
     let blob_limit = limits.blob_bytes;
-    Router::new()
+    let upload = put(
+        move |State(app): State<App>, Path(sha): Path<String>, body: Body| async move {
+            let digest = blobs::parse_digest(&sha)?;
+            blobs::put(app.controller().clone(), digest, body, blob_limit).await
+        },
+    );
+    let workers = Router::new()
+        .route("/v1/workers", post(register_worker))
+        .route("/v1/leases", post(claim_lease))
+        .route("/v1/leases/{lease}/heartbeat", post(heartbeat))
+        .route("/v1/leases/{lease}/report", post(report));
+    let (workers, upload, enrollment) = match &auth {
+        WorkerAuth::None => (workers, upload, Router::new()),
+        WorkerAuth::ClientCert(gate) => (
+            workers
+                .layer(axum::Extension(gate.clone()))
+                .route_layer(axum::middleware::from_fn(tls::require_worker)),
+            upload.route_layer(axum::middleware::from_fn(tls::require_worker)),
+            Router::new()
+                .route(
+                    "/v1/renew",
+                    post(enroll::renew).route_layer(axum::middleware::from_fn(tls::require_worker)),
+                )
+                .route("/v1/join", post(enroll::join))
+                .with_state(gate.clone()),
+        ),
+    };
+    let open = Router::new()
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{run}", get(show_run))
         .route("/v1/runs/{run}/steps/{step}/log", get(step_log))
@@ -176,19 +258,16 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits) -> Router {
             "/v1/runs/{run}/artifacts/{name}/provenance",
             get(provenance),
         )
-        .route("/v1/workers", post(register_worker))
-        .route("/v1/leases", post(claim_lease))
-        .route("/v1/leases/{lease}/heartbeat", post(heartbeat))
-        .route("/v1/leases/{lease}/report", post(report))
-        .route(
-            "/v1/blobs/{sha256}",
-            get(get_blob).head(head_blob).put(
-                move |State(app): State<App>, Path(sha): Path<String>, body: Body| async move {
-                    let digest = blobs::parse_digest(&sha)?;
-                    blobs::put(app.controller().clone(), digest, body, blob_limit).await
-                },
-            ),
-        )
+        .route("/v1/blobs/{sha256}", get(get_blob).head(head_blob));
+    let open = match auth {
+        WorkerAuth::None => open,
+        WorkerAuth::ClientCert(_) => {
+            open.route_layer(axum::middleware::from_fn(tls::require_local_or_worker))
+        }
+    };
+    open.route("/v1/blobs/{sha256}", upload)
+        .merge(workers)
+        .merge(enrollment)
         .layer(DefaultBodyLimit::max(limits.json_bytes))
         .with_state(dispatcher)
 }
@@ -266,20 +345,49 @@ async fn published(
         .ok_or_else(|| ApiError::not_found(format!("run {run} has no published artifact {name}")))
 }
 
+/// The TLS mode's gate and the connection's identity, when serving TLS.
+type Gate = Option<Extension<Arc<enroll::WorkerGate>>>;
+type Peer = Option<Extension<PeerIdentity>>;
+
+/// Under TLS, `403` unless the connection's certificate registered `worker_id`.
+async fn check_owner(gate: &Gate, peer: &Peer, worker_id: &str) -> Result<(), ApiError> {
+    match gate {
+        Some(Extension(gate)) => {
+            gate.check_owner(peer.as_ref().map(|Extension(p)| p), worker_id)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
 async fn register_worker(
     State(app): State<App>,
+    gate: Gate,
+    peer: Peer,
     body: Result<Json<v1::RegisterWorker>, JsonRejection>,
 ) -> Result<Json<v1::WorkerRegistered>, ApiError> {
     let Json(req) = body?;
     let worker_id = app.register(&req).await?;
+    if let Some(Extension(gate)) = &gate {
+        let identity = peer
+            .and_then(|Extension(p)| p.worker)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no client certificate"))?;
+        gate.enrollment
+            .bind_worker(&worker_id, &identity)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
     Ok(Json(v1::WorkerRegistered { worker_id }))
 }
 
 async fn claim_lease(
     State(app): State<App>,
+    gate: Gate,
+    peer: Peer,
     body: Result<Json<v1::LeaseRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    check_owner(&gate, &peer, &req.worker_id).await?;
     Ok(match app.claim(&req.worker_id).await? {
         Some(lease) => Json(lease).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -288,20 +396,26 @@ async fn claim_lease(
 
 async fn heartbeat(
     State(app): State<App>,
+    gate: Gate,
+    peer: Peer,
     Path(lease): Path<String>,
     body: Result<Json<v1::Heartbeat>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(req) = body?;
+    check_owner(&gate, &peer, &req.worker_id).await?;
     app.heartbeat(&lease, &req.worker_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn report(
     State(app): State<App>,
+    gate: Gate,
+    peer: Peer,
     Path(lease): Path<String>,
     body: Result<Json<v1::StepReport>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(req) = body?;
+    check_owner(&gate, &peer, &req.worker_id).await?;
     app.report(&lease, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
