@@ -1,4 +1,5 @@
-//! `kiln mirror`: add files and root filesystems to the vetted mirror, list its entries.
+//! `kiln mirror`: add files and root filesystems to the vetted mirror under its trust policy
+//! (docs/mirror.md), list its entries and show the evidence each was admitted with.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_daemon::Controller;
-use kiln_daemon::state::{AddOutcome, MirrorEntry};
+use kiln_daemon::controller::Admission;
+use kiln_daemon::state::{AddOutcome, MirrorEntry, MirrorEvidence};
 
 #[derive(Subcommand, Debug)]
 pub enum MirrorCommand {
@@ -24,6 +26,15 @@ pub enum MirrorCommand {
         /// Store a directory or tar archive as a tree, staged as the directory /in/INPUT/.
         #[arg(long)]
         tree: bool,
+        /// A cosign-style signature over the file's bytes (base64, as `cosign sign-blob` writes).
+        #[arg(long, value_name = "SIG", requires = "key")]
+        signature: Option<PathBuf>,
+        /// The SPKI PEM public key that verifies --signature.
+        #[arg(long, value_name = "PUB", requires = "signature")]
+        key: Option<PathBuf>,
+        /// The trust policy to decide under [default: DATA_DIR/mirror-policy.yaml].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Import a root filesystem (a directory or a tar archive) for steps to run in.
     ImportRootfs {
@@ -32,9 +43,17 @@ pub enum MirrorCommand {
         /// The entry's immutable NAME@VERSION.
         #[arg(long)]
         name: MirrorRef,
+        /// The trust policy to decide under [default: DATA_DIR/mirror-policy.yaml].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
-    /// List the mirror's entries.
+    /// List the mirror's entries, with how each was admitted.
     List,
+    /// Show one entry and all the evidence it was admitted with.
+    Show {
+        /// The entry's NAME@VERSION.
+        name: MirrorRef,
+    },
 }
 
 pub fn run(data_dir: &Path, cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
@@ -48,39 +67,59 @@ pub fn run(data_dir: &Path, cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
                 name,
                 sha256,
                 tree,
+                signature,
+                key,
+                policy,
             } => {
                 let added = if tree {
                     anyhow::ensure!(
-                        sha256.is_none(),
-                        "--sha256 applies to single files, not to --tree"
+                        sha256.is_none() && signature.is_none(),
+                        "--sha256 and --signature apply to single files, not to --tree"
                     );
-                    controller.mirror_add_tree(&path, name.clone(), false).await
-                } else {
                     controller
-                        .mirror_add_file(&path, name.clone(), sha256)
+                        .mirror_admit_tree(&path, name.clone(), false, policy.as_deref())
+                        .await
+                } else {
+                    let admission = Admission {
+                        expected: sha256,
+                        signature: signature.as_deref(),
+                        key: key.as_deref(),
+                        policy: policy.as_deref(),
+                    };
+                    controller
+                        .mirror_admit_file(&path, name.clone(), &admission)
                         .await
                 };
                 let (entry, outcome) =
                     added.with_context(|| format!("cannot add {} as {name}", path.display()))?;
                 print_added(&entry, outcome);
             }
-            MirrorCommand::ImportRootfs { path, name } => {
+            MirrorCommand::ImportRootfs { path, name, policy } => {
                 let (entry, outcome) = controller
-                    .mirror_add_tree(&path, name.clone(), true)
+                    .mirror_admit_tree(&path, name.clone(), true, policy.as_deref())
                     .await
                     .with_context(|| format!("cannot import {} as {name}", path.display()))?;
                 print_added(&entry, outcome);
             }
             MirrorCommand::List => {
                 for entry in controller.state().mirror_entries().await? {
+                    let evidence = controller.state().mirror_evidence(&entry.reference).await?;
                     println!(
-                        "{}\tsha256:{}\t{}\t{}",
+                        "{}\tsha256:{}\t{}\t{}\t{}",
                         entry.reference,
                         entry.sha256,
                         kind(&entry.kind),
-                        entry.size
+                        entry.size,
+                        summary(evidence.as_ref())
                     );
                 }
+            }
+            MirrorCommand::Show { name } => {
+                let Some(entry) = controller.state().mirror_entry(&name).await? else {
+                    anyhow::bail!("no mirror entry {name}: `kiln mirror list` shows what there is");
+                };
+                let evidence = controller.state().mirror_evidence(&name).await?;
+                show(&entry, evidence.as_ref());
             }
         }
         controller.state().close().await;
@@ -93,6 +132,54 @@ fn kind(kind: &BlobKind) -> String {
         BlobKind::File { file_name } => format!("file:{file_name}"),
         BlobKind::Tree => "tree".into(),
     }
+}
+
+/// One column for `mirror list`: `signed:NAME:KEYID`, `sha256-asserted`, or `unsigned`.
+fn summary(evidence: Option<&MirrorEvidence>) -> String {
+    let Some(ev) = evidence else {
+        return "no-evidence".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(keyid) = &ev.signer_keyid {
+        let who = ev.signer_name.as_deref().unwrap_or("untrusted-key");
+        parts.push(format!("signed:{who}:{keyid}"));
+    } else {
+        parts.push("unsigned".into());
+    }
+    if ev.asserted.is_some() {
+        parts.push("sha256-asserted".into());
+    }
+    parts.join(",")
+}
+
+fn show(entry: &MirrorEntry, evidence: Option<&MirrorEvidence>) {
+    println!("entry:     {}", entry.reference);
+    println!("sha256:    {}", entry.sha256);
+    println!("kind:      {}", kind(&entry.kind));
+    println!("size:      {}", entry.size);
+    println!("added at:  {}", entry.added_at);
+    let Some(ev) = evidence else {
+        println!("evidence:  none recorded (added before evidence was kept)");
+        return;
+    };
+    match &ev.asserted {
+        Some((digest, by)) => println!("asserted:  sha256:{digest} by {by}"),
+        None => println!("asserted:  no digest asserted"),
+    }
+    match (&ev.signature, &ev.signer_keyid) {
+        (Some(sig), Some(keyid)) => {
+            println!("signature: {sig} (verified)");
+            println!(
+                "signer:    {} key {keyid} ({})",
+                ev.signer_name
+                    .as_deref()
+                    .unwrap_or("(not named by the policy)"),
+                ev.signer_algorithm.as_deref().unwrap_or("?")
+            );
+        }
+        _ => println!("signature: none"),
+    }
+    println!("policy:    {}", ev.policy_decision);
 }
 
 fn print_added(entry: &MirrorEntry, outcome: AddOutcome) {

@@ -6,12 +6,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln_attest::keys::KeyPair;
+use base64::Engine as _;
+use kiln_attest::keys::{KeyPair, PublicKey};
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_mirror::{BlobStore, StoreError};
 use time::OffsetDateTime;
 
-use crate::state::{AddOutcome, MirrorEntry, State, StateError};
+use crate::policy::{Candidate, Decision, MirrorPolicy, POLICY_FILE, PolicyError};
+use crate::state::{AddOutcome, MirrorEntry, MirrorEvidence, State, StateError};
+
+/// Who asserts a `--sha256` digest. Only an operator at the CLI can, for now.
+const ASSERTED_BY_OPERATOR: &str = "operator";
 
 /// Errors of the controller's own operations.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +37,30 @@ pub enum ControllerError {
     NotAFile { path: PathBuf },
     #[error("{path}: expected a directory or a tar archive")]
     NotATree { path: PathBuf },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{reason}; nothing was stored")]
+    Refused { reason: String },
+    #[error("cannot read signature {path}")]
+    ReadSignature {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a base64 signature (as `cosign sign-blob` writes)")]
+    SignatureEncoding {
+        path: PathBuf,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("a signature needs the key to verify it with, and a key needs a signature")]
+    SignatureWithoutKey,
+    #[error("cannot read {path}")]
+    ReadSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} has sha256 {actual}, but {expected} was asserted")]
     DigestMismatch {
         path: PathBuf,
@@ -99,13 +128,40 @@ impl Controller {
         Ok(KeyPair::from_pkcs8_pem_file(&private)?)
     }
 
-    /// Adds a single file to the mirror as NAME@VERSION.
+    /// The trust policy's path: `path`, or `mirror-policy.yaml` in the data dir.
+    pub fn policy_path(&self, path: Option<&Path>) -> PathBuf {
+        path.map_or_else(|| self.data_dir.join(POLICY_FILE), Path::to_owned)
+    }
+
+    /// Adds a single file to the mirror as NAME@VERSION, under the data dir's policy.
     pub async fn mirror_add_file(
         &self,
         path: &Path,
         reference: MirrorRef,
         expected: Option<Sha256Digest>,
     ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
+        let admission = Admission {
+            expected,
+            ..Admission::default()
+        };
+        self.mirror_admit_file(path, reference, &admission).await
+    }
+
+    /// Adds a single file to the mirror as NAME@VERSION with the evidence in `admission`.
+    ///
+    /// The policy is read now (so edits apply without a restart). Without a policy, a
+    /// signature or an asserted digest the file is streamed into the store as before. With
+    /// any of them, the file is read into memory once; the digest is checked, the signature
+    /// verified and the policy decided over those bytes, and only then are the same bytes
+    /// written to the store: a refused file leaves no blob and no row, and a file changed
+    /// while it is being added cannot swap the verified bytes for others.
+    pub async fn mirror_admit_file(
+        &self,
+        path: &Path,
+        reference: MirrorRef,
+        admission: &Admission<'_>,
+    ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
+        let policy = MirrorPolicy::load(&self.policy_path(admission.policy))?;
         let meta = fs::metadata(path).map_err(|_| ControllerError::NotAFile {
             path: path.to_owned(),
         })?;
@@ -115,9 +171,69 @@ impl Controller {
                 path: path.to_owned(),
             });
         };
-        let stored = self.store.put_file(path)?;
-        check_expected(path, expected, stored.sha256)?;
-        self.catalogue(reference, stored, BlobKind::File { file_name })
+        let signed = match (admission.signature, admission.key) {
+            (Some(sig), Some(key)) => {
+                Some((read_signature(sig)?, PublicKey::from_spki_pem_file(key)?))
+            }
+            (None, None) => None,
+            _ => return Err(ControllerError::SignatureWithoutKey),
+        };
+        if policy.is_none() && signed.is_none() && admission.expected.is_none() {
+            let stored = self.store.put_file(path)?;
+            let evidence = no_evidence(None);
+            return self
+                .catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
+                .await;
+        }
+        if let Some(policy) = &policy {
+            refuse_on(policy.check_name(reference.name()))?;
+            refuse_on(policy.check_size(reference.name(), meta.len()))?;
+        }
+        let bytes = fs::read(path).map_err(|source| ControllerError::ReadSource {
+            path: path.to_owned(),
+            source,
+        })?;
+        let digest = Sha256Digest::of(&bytes);
+        check_expected(path, admission.expected, digest)?;
+        let mut evidence = MirrorEvidence {
+            asserted: admission
+                .expected
+                .map(|d| (d, ASSERTED_BY_OPERATOR.to_owned())),
+            ..no_evidence(policy.as_ref())
+        };
+        if let Some(((sig, sig_b64), key)) = &signed {
+            if !key.verifies(sig, &bytes) {
+                return Err(ControllerError::Refused {
+                    reason: format!(
+                        "signature {} does not verify over {} with key {} ({})",
+                        admission.signature.unwrap_or(Path::new("?")).display(),
+                        path.display(),
+                        key.keyid(),
+                        key.algorithm()
+                    ),
+                });
+            }
+            evidence.signature = Some(sig_b64.clone());
+            evidence.signer_keyid = Some(key.keyid().to_string());
+            evidence.signer_algorithm = Some(key.algorithm().to_string());
+        }
+        if let Some(policy) = &policy {
+            let candidate = Candidate {
+                name: reference.name(),
+                size: bytes.len() as u64,
+                verified_signer: signed.as_ref().map(|(_, key)| key.keyid()),
+            };
+            match policy.decide(&candidate) {
+                Decision::Refuse(reason) => return Err(ControllerError::Refused { reason }),
+                Decision::Admit { by, signer } => {
+                    evidence.policy_decision = format!("{}: {by}", policy.file().display());
+                    evidence.signer_name = signer;
+                }
+            }
+        }
+        let stored = self.store.put_reader(&bytes[..])?;
+        debug_assert_eq!(stored.sha256, digest);
+        self.catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
             .await
     }
 
@@ -129,24 +245,70 @@ impl Controller {
         reference: MirrorRef,
         as_rootfs: bool,
     ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
+        self.mirror_admit_tree(path, reference, as_rootfs, None)
+            .await
+    }
+
+    /// Like [`Self::mirror_add_tree`], under the policy at `policy` (default: the data dir's).
+    /// Trees carry no signature yet, so a rule that requires one refuses every tree; size is
+    /// measured (the deterministic archive of a directory, or the tar file) before anything is
+    /// stored.
+    pub async fn mirror_admit_tree(
+        &self,
+        path: &Path,
+        reference: MirrorRef,
+        as_rootfs: bool,
+        policy: Option<&Path>,
+    ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
+        let policy = MirrorPolicy::load(&self.policy_path(policy))?;
         let meta = fs::metadata(path).map_err(|_| ControllerError::NotATree {
             path: path.to_owned(),
         })?;
-        let stored = if meta.is_dir() {
-            self.store.put_dir(path)?
-        } else if meta.is_file() {
-            self.store.put_file(path)?
-        } else {
+        if !meta.is_dir() && !meta.is_file() {
             return Err(ControllerError::NotATree {
                 path: path.to_owned(),
             });
+        }
+        let mut evidence = no_evidence(policy.as_ref());
+        if let Some(policy) = &policy {
+            let name = reference.name();
+            refuse_on(policy.check_name(name))?;
+            if let Some(rule) = policy.rule_for(name) {
+                if rule.require_signature {
+                    return Err(ControllerError::Refused {
+                        reason: format!(
+                            "refused by {rule}: signature required (trees cannot be signed yet: \
+                             add a signed tar archive as a file)"
+                        ),
+                    });
+                }
+                if rule.max_size.is_some() {
+                    let size = if meta.is_dir() {
+                        let mut counter = CountingSink(0);
+                        kiln_mirror::archive_dir(path, &mut counter)?;
+                        counter.0
+                    } else {
+                        meta.len()
+                    };
+                    refuse_on(policy.check_size(name, size))?;
+                }
+                evidence.policy_decision = format!("{}: {rule}", policy.file().display());
+            } else {
+                evidence.policy_decision = format!("{}: no rule matched", policy.file().display());
+            }
+        }
+        let stored = if meta.is_dir() {
+            self.store.put_dir(path)?
+        } else {
+            self.store.put_file(path)?
         };
         if as_rootfs {
             self.store.rootfs(&stored.sha256)?;
         } else {
             self.store.tree(&stored.sha256)?;
         }
-        self.catalogue(reference, stored, BlobKind::Tree).await
+        self.catalogue(reference, stored, BlobKind::Tree, &evidence)
+            .await
     }
 
     async fn catalogue(
@@ -154,6 +316,7 @@ impl Controller {
         reference: MirrorRef,
         stored: kiln_mirror::Stored,
         kind: BlobKind,
+        evidence: &MirrorEvidence,
     ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
         let entry = MirrorEntry {
             reference,
@@ -162,8 +325,67 @@ impl Controller {
             size: stored.size,
             added_at: OffsetDateTime::now_utc(),
         };
-        let outcome = self.state.add_mirror_entry(&entry).await?;
+        let outcome = self
+            .state
+            .add_mirror_entry_with_evidence(&entry, Some(evidence))
+            .await?;
         Ok((entry, outcome))
+    }
+}
+
+/// What an operator presents with a file: an asserted digest, a cosign-style signature and the
+/// key to verify it with, and the policy to decide under (default: the data dir's).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Admission<'a> {
+    pub expected: Option<Sha256Digest>,
+    pub signature: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub policy: Option<&'a Path>,
+}
+
+/// Evidence with nothing asserted or signed yet.
+fn no_evidence(policy: Option<&MirrorPolicy>) -> MirrorEvidence {
+    MirrorEvidence {
+        policy_decision: match policy {
+            None => "no policy".into(),
+            Some(p) => format!("{}: no rule matched", p.file().display()),
+        },
+        ..MirrorEvidence::default()
+    }
+}
+
+fn refuse_on(check: Result<(), String>) -> Result<(), ControllerError> {
+    check.map_err(|reason| ControllerError::Refused { reason })
+}
+
+/// Reads a cosign-style signature file: base64 of the raw signature (ASN.1 DER for ECDSA).
+/// Returns the raw bytes and the normalised base64 text.
+fn read_signature(path: &Path) -> Result<(Vec<u8>, String), ControllerError> {
+    let text = fs::read_to_string(path).map_err(|source| ControllerError::ReadSignature {
+        path: path.to_owned(),
+        source,
+    })?;
+    let b64: String = text.split_whitespace().collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .map_err(|source| ControllerError::SignatureEncoding {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((raw, b64))
+}
+
+/// Counts the bytes of a directory's archive without storing it.
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

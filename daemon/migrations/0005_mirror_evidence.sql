@@ -1,0 +1,17 @@
+-- How each mirror entry was admitted (docs/mirror.md): the asserted digest and who asserted
+-- it, the signature that was verified and the signer's key, and the policy rule that let it in.
+-- One row per entry, written in the same transaction as the entry; entries added before this
+-- migration have none.
+CREATE TABLE mirror_evidence (
+    name              TEXT NOT NULL,
+    version           TEXT NOT NULL,
+    asserted_sha256   TEXT CHECK (asserted_sha256 IS NULL OR length(asserted_sha256) = 64),
+    asserted_by       TEXT,
+    signature         TEXT,
+    signer_keyid      TEXT CHECK (signer_keyid IS NULL OR length(signer_keyid) = 64),
+    signer_algorithm  TEXT,
+    signer_name       TEXT,
+    policy_decision   TEXT NOT NULL,
+    PRIMARY KEY (name, version),
+    FOREIGN KEY (name, version) REFERENCES mirror_entries (name, version)
+);
