@@ -17,6 +17,22 @@ pub enum AdminCommand {
     /// One-time tokens with which workers join (get a client certificate).
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),
+    /// API tokens with which a team submits and reads its runs.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make an expiring API token for a team. Only its hash is stored, so it is printed once.
+    Create {
+        /// The team: 1-64 of A-Z a-z 0-9 . _ -
+        #[arg(long, value_name = "NAME")]
+        team: String,
+        /// How long the token is valid: e.g. 90s, 30m, 1h, 30d.
+        #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +90,25 @@ pub fn run(data_dir: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "expires: {}",
                     token.expires_at.format(&Rfc3339).unwrap_or_default()
+                );
+            }
+            AdminCommand::Token(TokenCommand::Create { team, ttl }) => {
+                anyhow::ensure!(
+                    kiln_daemon::state::valid_team_name(&team),
+                    "invalid team name {team:?}: use 1-64 of A-Z a-z 0-9 . _ -"
+                );
+                let secret = kiln_daemon::state::random_secret()
+                    .context("cannot draw random bytes for the token")?;
+                let made = controller
+                    .state()
+                    .create_team_token(&team, &secret, ttl, OffsetDateTime::now_utc())
+                    .await
+                    .context("cannot create an API token")?;
+                println!("token: {}", made.token);
+                println!("team: {team}");
+                println!(
+                    "expires: {}",
+                    made.expires_at.format(&Rfc3339).unwrap_or_default()
                 );
             }
         }

@@ -1,5 +1,5 @@
 //! The team commands, clients of a controller (`kiln daemon`): `kiln submit`, `kiln status`,
-//! `kiln artifacts`.
+//! `kiln artifacts`, `kiln cancel`. Each sends the team's API token; a team sees only its runs.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use kiln_client::{Client, ClientError, Submitted};
+use kiln_client::{Client, ClientError, Submitted, TransportSecurity};
 use kiln_core::ExitRecord;
 use kiln_core::api::v1::{RunState, RunView, StepState, StepView, SubmitRun};
 
@@ -21,14 +21,65 @@ const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Which controller to talk to.
 #[derive(Args, Debug)]
 pub struct ControllerArg {
-    /// The controller's URL, e.g. `http://127.0.0.1:7070`.
+    /// The controller's URL, e.g. `http://127.0.0.1:7070` or `https://ci.example:7070`.
     #[arg(long, env = "KILN_CONTROLLER", value_name = "URL")]
     pub controller: String,
 }
 
-impl ControllerArg {
+/// Which controller to talk to, as which team, trusting which CA: the team commands' flags.
+#[derive(Args, Debug)]
+pub struct TeamArgs {
+    #[command(flatten)]
+    controller: ControllerArg,
+    /// The team's API token (`kiln admin token create --team NAME`).
+    #[arg(long, env = "KILN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// For https: the controller's CA certificate (PEM), the only root trusted.
+    #[arg(
+        long,
+        env = "KILN_CA",
+        value_name = "FILE",
+        conflicts_with = "ca_fingerprint"
+    )]
+    ca: Option<PathBuf>,
+    /// For https: the sha256 (hex) of the controller's CA certificate, which the controller
+    /// sends along with its own (`kiln admin join-token create` prints it).
+    #[arg(long, env = "KILN_CA_FINGERPRINT", value_name = "HEX")]
+    ca_fingerprint: Option<String>,
+}
+
+impl TeamArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.controller)?)
+        let security = match (&self.ca, &self.ca_fingerprint) {
+            (Some(path), _) => TransportSecurity::Tls {
+                ca_pem: std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?,
+                identity: None,
+            },
+            (None, Some(hex)) => {
+                let fingerprint = hex
+                    .trim()
+                    .strip_prefix("sha256:")
+                    .unwrap_or(hex.trim())
+                    .to_ascii_lowercase();
+                anyhow::ensure!(
+                    fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "--ca-fingerprint must be 64 hex digits (the CA certificate's sha256)"
+                );
+                TransportSecurity::PinnedCa { fingerprint }
+            }
+            (None, None) => TransportSecurity::PlainHttp,
+        };
+        let token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let token = token.context(
+            "no API token: pass --token or set KILN_TOKEN \
+             (an operator makes one with `kiln admin token create --team NAME`)",
+        )?;
+        Ok(Client::with_security(&self.controller.controller, security)?.with_token(token))
     }
 }
 
@@ -37,7 +88,7 @@ pub struct SubmitArgs {
     /// The pipeline YAML file.
     pipeline: PathBuf,
     #[command(flatten)]
-    controller: ControllerArg,
+    team: TeamArgs,
     /// Wait until the run is final; exit 0 if it succeeded, 1 otherwise.
     #[arg(long)]
     wait: bool,
@@ -54,7 +105,7 @@ pub struct StatusArgs {
     /// A run id; without it, every run, newest first.
     run: Option<String>,
     #[command(flatten)]
-    controller: ControllerArg,
+    team: TeamArgs,
     /// Print JSON (`RunView`, or a list of them).
     #[arg(long)]
     json: bool,
@@ -65,7 +116,7 @@ pub struct ArtifactsArgs {
     /// The run id.
     run: String,
     #[command(flatten)]
-    controller: ControllerArg,
+    team: TeamArgs,
     /// Where ARTIFACT and ARTIFACT.intoto.jsonl are written.
     #[arg(long, default_value = "kiln-out", value_name = "DIR")]
     out: PathBuf,
@@ -81,7 +132,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         pipeline_yaml,
         request_id: args.request_id.clone(),
     };
-    let client = args.controller.client()?;
+    let client = args.team.client()?;
     crate::runtime()?.block_on(async {
         let submitted = match client.submit_run(&request).await {
             Ok(submitted) => submitted,
@@ -103,7 +154,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 return Err(anyhow::Error::new(err).context(format!(
                     "{}: cannot submit to {}",
                     path.display(),
-                    args.controller.controller
+                    args.team.controller.controller
                 )));
             }
         };
@@ -207,8 +258,43 @@ async fn show_log_tail(client: &Client, run: &str, step: &str) {
     }
 }
 
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The run id.
+    run: String,
+    #[command(flatten)]
+    team: TeamArgs,
+    /// Print the cancelled run as JSON (`RunView`).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `kiln cancel RUN`: exit 0 once the run is cancelled, 1 if it had already finished.
+pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let client = args.team.client()?;
+    crate::runtime()?.block_on(async {
+        let run = match client.cancel_run(&args.run).await {
+            Ok(run) => run,
+            Err(ClientError::Conflict { error, .. }) => {
+                eprintln!("{error}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err))
+                    .with_context(|| format!("cannot cancel run {}", args.run));
+            }
+        };
+        if args.json {
+            print_json(&run)?;
+        } else {
+            print_run(&run);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.controller.client()?;
+    let client = args.team.client()?;
     crate::runtime()?.block_on(async {
         match &args.run {
             Some(id) => {
@@ -251,7 +337,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
-    let client = args.controller.client()?;
+    let client = args.team.client()?;
     let out = &args.out;
     crate::runtime()?.block_on(async {
         let run = client

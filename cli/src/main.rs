@@ -58,6 +58,8 @@ enum Command {
     Status(cmd_submit::StatusArgs),
     /// Download a run's artifacts and their provenance from a controller.
     Artifacts(cmd_submit::ArtifactsArgs),
+    /// Cancel a run of your team: pending steps are cancelled, leased ones revoked.
+    Cancel(cmd_submit::CancelArgs),
     /// Internal: the sandbox helper process the worker starts for each step.
     #[command(hide = true)]
     SandboxHelper,
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => cmd_submit::submit(args),
         Command::Status(args) => cmd_submit::status(args),
         Command::Artifacts(args) => cmd_submit::artifacts(args),
+        Command::Cancel(args) => cmd_submit::cancel(args),
         Command::SandboxHelper => unreachable!("handled above"),
     };
     match result {

@@ -44,6 +44,18 @@ pub struct Client {
     /// used by every clone from the next connection on.
     http: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
     base: Url,
+    /// A team's API token, sent as `Authorization: Bearer` with every request.
+    token: Option<BearerToken>,
+}
+
+/// A team's API token; kept out of `Debug` output.
+#[derive(Clone)]
+struct BearerToken(std::sync::Arc<str>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
 }
 
 /// The answer to a submission.
@@ -95,7 +107,15 @@ impl Client {
         Ok(Self {
             http: std::sync::Arc::new(std::sync::RwLock::new(security.http_client()?)),
             base,
+            token: None,
         })
+    }
+
+    /// This client, sending `token` (a team's API token, `kiln admin token create`) as
+    /// `Authorization: Bearer` with every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(BearerToken(token.trim().into()));
+        self
     }
 
     /// Switches this client and its clones to `security` (a renewed client certificate).
@@ -144,6 +164,16 @@ impl Client {
         const ROUTE: &str = "GET /v1/runs/{run}";
         let resp = self
             .send_json::<()>(ROUTE, Method::GET, &["runs", run], None)
+            .await?;
+        decode(ROUTE, resp).await
+    }
+
+    /// `POST /v1/runs/{run}/cancel`: the run, now cancelled. A run that already finished is
+    /// [`ClientError::Conflict`].
+    pub async fn cancel_run(&self, run: &str) -> Result<RunView, ClientError> {
+        const ROUTE: &str = "POST /v1/runs/{run}/cancel";
+        let resp = self
+            .send_json::<()>(ROUTE, Method::POST, &["runs", run, "cancel"], None)
             .await?;
         decode(ROUTE, resp).await
     }
@@ -357,7 +387,11 @@ impl Client {
 
     fn request(&self, method: Method, segments: &[&str]) -> reqwest::RequestBuilder {
         let http = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
-        http.request(method, self.url(segments))
+        let request = http.request(method, self.url(segments));
+        match &self.token {
+            Some(BearerToken(token)) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     async fn send_json<B: Serialize>(

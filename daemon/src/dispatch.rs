@@ -72,6 +72,8 @@ pub enum SubmitError {
         request_id: String,
         existing: String,
     },
+    #[error("request id {request_id:?} was already used by another team; pick another")]
+    RequestIdTaken { request_id: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -155,7 +157,8 @@ impl Dispatcher {
         &self.config
     }
 
-    fn now(&self) -> OffsetDateTime {
+    /// The dispatcher's clock (faked in tests).
+    pub fn now(&self) -> OffsetDateTime {
         self.config.clock.now()
     }
 
@@ -456,6 +459,81 @@ impl Dispatcher {
         tracing::info!(run = %run_id, succeeded = all_ok, "run finished");
         self.lock_runs().remove(run_id);
         Ok(())
+    }
+
+    /// Like [`Self::submit`], for `team`: a new run records the team; a request id that names
+    /// another team's run is refused like a reused one, without naming that run.
+    pub async fn submit_for(
+        &self,
+        team: &str,
+        req: &v1::SubmitRun,
+    ) -> Result<Submitted, SubmitError> {
+        let submitted = self.submit(req).await?;
+        let run_id = match &submitted {
+            Submitted::Created { run_id } | Submitted::Existing { run_id } => run_id,
+        };
+        let state = self.controller.state();
+        // A crash between the run's insert and this update leaves a run no team can see
+        // (team NULL); nothing leaks.
+        state.set_run_team(run_id, team).await?;
+        if state.run_team(run_id).await?.as_deref() != Some(team) {
+            return Err(SubmitError::RequestIdTaken {
+                request_id: req.request_id.clone().unwrap_or_default(),
+            });
+        }
+        Ok(submitted)
+    }
+
+    /// Whether `team` submitted `run_id` (false for an unknown run).
+    pub async fn owns(&self, team: &str, run_id: &str) -> Result<bool, StateError> {
+        Ok(self.controller.state().run_team(run_id).await?.as_deref() == Some(team))
+    }
+
+    /// `team`'s run as the API shows it; `None` for another team's run, as for an unknown one.
+    pub async fn run_view_for(
+        &self,
+        team: &str,
+        run_id: &str,
+    ) -> Result<Option<v1::RunView>, StateError> {
+        if !self.owns(team, run_id).await? {
+            return Ok(None);
+        }
+        self.run_view(run_id).await
+    }
+
+    /// Cancels `team`'s run `run_id` (see [`crate::state::State::cancel_run`]); another
+    /// team's run is [`CancelOutcome::Unknown`], like a run that does not exist.
+    pub async fn cancel_for(
+        &self,
+        team: &str,
+        run_id: &str,
+    ) -> Result<crate::state::CancelOutcome, StateError> {
+        if !self.owns(team, run_id).await? {
+            return Ok(crate::state::CancelOutcome::Unknown);
+        }
+        let outcome = self
+            .controller
+            .state()
+            .cancel_run(run_id, self.now())
+            .await?;
+        if outcome == crate::state::CancelOutcome::Cancelled {
+            tracing::info!(run = %run_id, %team, "run cancelled");
+            self.lock_runs().remove(run_id);
+        }
+        Ok(outcome)
+    }
+
+    /// `team`'s runs, newest first.
+    pub async fn run_views_for(&self, team: &str) -> Result<Vec<v1::RunView>, StateError> {
+        let mut views = Vec::new();
+        for id in self.controller.state().run_ids().await? {
+            if self.owns(team, &id).await?
+                && let Some(v) = self.run_view(&id).await?
+            {
+                views.push(v);
+            }
+        }
+        Ok(views)
     }
 
     /// A run as the API shows it.

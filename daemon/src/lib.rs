@@ -14,6 +14,7 @@ pub mod controller;
 pub mod dispatch;
 pub mod http;
 pub mod pki;
+pub mod policy;
 pub mod publish;
 pub mod run;
 pub mod schedule;

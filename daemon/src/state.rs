@@ -5,10 +5,15 @@
 //! The daemon's transitions (leases, reports, expiry) live in [`leases`].
 
 mod leases;
+mod teams;
 
 pub use leases::{
     Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
     SubmittedRun,
+};
+pub use teams::{
+    CANCELLED_REASON, CancelOutcome, NewTeamToken, TEAM_TOKEN_PREFIX, TokenRefusal, random_secret,
+    valid_team_name,
 };
 
 use std::path::{Path, PathBuf};
@@ -65,6 +70,22 @@ pub struct MirrorEntry {
     pub kind: BlobKind,
     pub size: u64,
     pub added_at: OffsetDateTime,
+}
+
+/// How a mirror entry was admitted (table `mirror_evidence`, docs/mirror.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirrorEvidence {
+    /// The digest asserted with `--sha256`, and who asserted it (`operator` for now).
+    pub asserted: Option<(Sha256Digest, String)>,
+    /// The verified signature over the entry's bytes, base64 as cosign writes it.
+    pub signature: Option<String>,
+    /// The verifying key's id (sha256 of its DER SPKI) and algorithm.
+    pub signer_keyid: Option<String>,
+    pub signer_algorithm: Option<String>,
+    /// The policy's name for that key, when the policy trusts it.
+    pub signer_name: Option<String>,
+    /// What admitted the entry: `no policy`, or the policy file and rule.
+    pub policy_decision: String,
 }
 
 /// Whether [`State::add_mirror_entry`] inserted a row or found the identical one.
@@ -215,6 +236,16 @@ impl State {
     /// Catalogues `reference` → `sha256`. Adding the identical binding again is a no-op;
     /// binding an existing NAME@VERSION to another digest is refused.
     pub async fn add_mirror_entry(&self, entry: &MirrorEntry) -> Result<AddOutcome, StateError> {
+        self.add_mirror_entry_with_evidence(entry, None).await
+    }
+
+    /// Like [`Self::add_mirror_entry`], recording `evidence` in the same transaction. An entry
+    /// already present keeps the evidence it was first admitted with.
+    pub async fn add_mirror_entry_with_evidence(
+        &self,
+        entry: &MirrorEntry,
+        evidence: Option<&MirrorEvidence>,
+    ) -> Result<AddOutcome, StateError> {
         if let Some(existing) = self.mirror_entry(&entry.reference).await? {
             if existing.sha256 == entry.sha256 && existing.kind == entry.kind {
                 return Ok(AddOutcome::AlreadyPresent);
@@ -226,6 +257,7 @@ impl State {
             });
         }
         let (kind, file_name) = kind_columns(&entry.kind);
+        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
         sqlx::query(
             "INSERT INTO mirror_entries (name, version, sha256, kind, file_name, size, added_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -237,10 +269,67 @@ impl State {
         .bind(file_name)
         .bind(i64::try_from(entry.size).unwrap_or(i64::MAX))
         .bind(rfc3339(entry.added_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_err("insert mirror entry"))?;
+        if let Some(ev) = evidence {
+            sqlx::query(
+                "INSERT INTO mirror_evidence (name, version, asserted_sha256, asserted_by, signature,
+                     signer_keyid, signer_algorithm, signer_name, policy_decision)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.reference.name())
+            .bind(entry.reference.version())
+            .bind(ev.asserted.as_ref().map(|(d, _)| d.to_string()))
+            .bind(ev.asserted.as_ref().map(|(_, by)| by.as_str()))
+            .bind(ev.signature.as_deref())
+            .bind(ev.signer_keyid.as_deref())
+            .bind(ev.signer_algorithm.as_deref())
+            .bind(ev.signer_name.as_deref())
+            .bind(ev.policy_decision.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("insert mirror evidence"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(query_err("commit mirror entry"))?;
         Ok(AddOutcome::Added)
+    }
+
+    /// The evidence an entry was admitted with; `None` for entries added before evidence was
+    /// recorded, or through a path that records none.
+    pub async fn mirror_evidence(
+        &self,
+        reference: &MirrorRef,
+    ) -> Result<Option<MirrorEvidence>, StateError> {
+        let row = sqlx::query(
+            "SELECT asserted_sha256, asserted_by, signature, signer_keyid, signer_algorithm,
+                    signer_name, policy_decision
+             FROM mirror_evidence WHERE name = ? AND version = ?",
+        )
+        .bind(reference.name())
+        .bind(reference.version())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up mirror evidence"))?;
+        let Some(r) = row else { return Ok(None) };
+        let asserted = match (r.get::<Option<String>, _>(0), r.get::<Option<String>, _>(1)) {
+            (Some(d), Some(by)) => Some((
+                Sha256Digest::from_str(&d)
+                    .map_err(|e| corrupt("mirror evidence")(e.to_string()))?,
+                by,
+            )),
+            _ => None,
+        };
+        Ok(Some(MirrorEvidence {
+            asserted,
+            signature: r.get(2),
+            signer_keyid: r.get(3),
+            signer_algorithm: r.get(4),
+            signer_name: r.get(5),
+            policy_decision: r.get(6),
+        }))
     }
 
     /// Looks up one NAME@VERSION.
@@ -440,6 +529,8 @@ impl State {
 
     /// How many rows each table holds: lets tests prove a refused input wrote nothing.
     pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StateError> {
+        // `mirror_evidence` is left out: its rows are written only with their mirror entry,
+        // in the same transaction (see `add_mirror_entry_with_evidence`).
         const TABLES: [(&str, &str); 7] = [
             ("mirror_entries", "SELECT count(*) FROM mirror_entries"),
             ("runs", "SELECT count(*) FROM runs"),

@@ -42,6 +42,8 @@ struct Env {
     clock: Arc<ManualClock>,
     server: Option<Server>,
     router: Router,
+    /// Team `blue`'s bearer token, sent with every request.
+    token: String,
 }
 
 impl Env {
@@ -66,6 +68,7 @@ impl Env {
                 .unwrap();
             controller.state().close().await;
         }
+        let token = make_token(&data, "blue", Duration::from_secs(3600)).await;
         let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
         let server = open_server(&data, clock.clone()).await;
         let router = server.router();
@@ -74,6 +77,7 @@ impl Env {
             clock,
             server: Some(server),
             router,
+            token,
         }
     }
 
@@ -103,12 +107,26 @@ impl Env {
     }
 
     async fn call(&self, method: Method, uri: &str, body: Body) -> (StatusCode, Vec<u8>) {
-        let req = Request::builder()
+        let auth = format!("Bearer {}", self.token);
+        self.call_as(Some(&auth), method, uri, body).await
+    }
+
+    /// A request with `authorization` as its `Authorization` header (none if `None`).
+    async fn call_as(
+        &self,
+        authorization: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Body,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", "application/json")
-            .body(body)
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(auth) = authorization {
+            req = req.header("authorization", auth);
+        }
+        let req = req.body(body).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -238,6 +256,19 @@ impl Env {
         }
         unuploaded_record(spec, code, records, log_sha, log.len() as u64)
     }
+}
+
+/// A bearer token for `team`, made in the data dir like `kiln admin token create`.
+async fn make_token(data: &Path, team: &str, ttl: Duration) -> String {
+    let controller = kiln_daemon::Controller::open(data).await.unwrap();
+    let secret = kiln_daemon::state::random_secret().unwrap();
+    let made = controller
+        .state()
+        .create_team_token(team, &secret, ttl, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    controller.state().close().await;
+    made.token
 }
 
 async fn open_server(data: &Path, clock: Arc<ManualClock>) -> Server {
@@ -797,4 +828,115 @@ async fn run_finished_just_before_a_crash_is_published_on_restart() {
     let view = env.run(&run.id).await;
     assert_eq!(view.state, v1::RunState::Succeeded);
     assert_eq!(view.artifacts.len(), 1);
+}
+
+#[tokio::test]
+async fn team_routes_refuse_a_missing_malformed_or_unknown_token() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let uri = format!("/v1/runs/{}", run.id);
+    for auth in [
+        None,
+        Some("Basic Ymx1ZTpibHVl"),
+        Some("Bearer"),
+        Some("Bearer kiln-team-0000000000000000000000000000000000000000000000000000000000000000"),
+    ] {
+        let (status, _) = env.call_as(auth, Method::GET, &uri, Body::empty()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        let (status, _) = env
+            .call_as(auth, Method::GET, "/v1/runs", Body::empty())
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+}
+
+#[tokio::test]
+async fn expired_team_token_is_refused() {
+    let env = Env::new().await;
+    let token = make_token(&env.data_dir(), "blue", Duration::from_secs(60)).await;
+    let auth = format!("Bearer {token}");
+    let (status, _) = env
+        .call_as(Some(&auth), Method::GET, "/v1/runs", Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    env.clock.advance(Duration::from_secs(61));
+    let (status, body) = env
+        .call_as(Some(&auth), Method::GET, "/v1/runs", Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&body).contains("expired"));
+}
+
+#[tokio::test]
+async fn a_team_cannot_see_another_teams_run() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let red = format!(
+        "Bearer {}",
+        make_token(&env.data_dir(), "red", Duration::from_secs(3600)).await
+    );
+    for uri in [
+        format!("/v1/runs/{}", run.id),
+        format!("/v1/runs/{}/steps/make/log", run.id),
+        format!("/v1/runs/{}/artifacts/wrapped", run.id),
+        format!("/v1/runs/{}/artifacts/wrapped/provenance", run.id),
+    ] {
+        let (status, _) = env
+            .call_as(Some(&red), Method::GET, &uri, Body::empty())
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let (status, list) = env
+        .call_as(Some(&red), Method::GET, "/v1/runs", Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Vec<v1::RunView> = serde_json::from_slice(&list).unwrap();
+    assert!(list.is_empty());
+    let (_, list) = env.get("/v1/runs").await;
+    let list: Vec<v1::RunView> = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_revokes_leases_and_the_late_report_is_refused() {
+    let env = Env::new().await;
+    let run = env.submit_ok(TWO_STEPS).await;
+    let w1 = env.register("w1").await;
+    let lease = env.claim(&w1).await.unwrap();
+    let record = env.record(&lease.spec, 0, &[("greeting", b"hi")]).await;
+    let red = format!(
+        "Bearer {}",
+        make_token(&env.data_dir(), "red", Duration::from_secs(3600)).await
+    );
+    let uri = format!("/v1/runs/{}/cancel", run.id);
+    let (status, _) = env
+        .call_as(Some(&red), Method::POST, &uri, Body::empty())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "only the owning team cancels"
+    );
+    assert_eq!(env.run(&run.id).await.state, v1::RunState::Running);
+
+    let (status, body) = env.call(Method::POST, &uri, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let view: v1::RunView = serde_json::from_slice(&body).unwrap();
+    assert_eq!(view.state, v1::RunState::Cancelled);
+    assert!(
+        view.steps
+            .iter()
+            .all(|s| s.state == v1::StepState::Cancelled),
+        "{view:#?}"
+    );
+    assert_eq!(env.heartbeat(&lease, &w1).await, StatusCode::CONFLICT);
+    assert_eq!(env.report(&lease, &w1, record).await, StatusCode::CONFLICT);
+    assert!(env.claim(&w1).await.is_none(), "nothing left to lease");
+    env.tick().await;
+    let view = env.run(&run.id).await;
+    assert_eq!(view.state, v1::RunState::Cancelled);
+    assert!(view.artifacts.is_empty());
+    // Cancelling again is harmless.
+    let (status, _) = env.call(Method::POST, &uri, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
 }

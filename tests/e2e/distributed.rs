@@ -145,6 +145,8 @@ struct Cluster {
     daemon: Proc,
     url: String,
     workers: Vec<Proc>,
+    /// Team `blue`'s API token, which the team commands send.
+    token: String,
 }
 
 impl Cluster {
@@ -153,6 +155,7 @@ impl Cluster {
     fn start(lease_ttl: u32) -> Self {
         let env = Env::new();
         env.import_busybox();
+        let token = env.team_token("blue", "1h");
         let data = env.data_dir();
         let daemon = Proc::spawn(
             "daemon",
@@ -188,6 +191,7 @@ impl Cluster {
             daemon,
             url,
             workers: Vec::new(),
+            token,
         }
     }
 
@@ -223,6 +227,7 @@ impl Cluster {
         Command::new(kiln_bin())
             .args(args)
             .env("KILN_CONTROLLER", &self.url)
+            .env("KILN_TOKEN", &self.token)
             .env("KILN_DATA_DIR", self.env.data_dir())
             .env_remove("KILN_LOG")
             .current_dir(self.env.dir.path())
@@ -514,6 +519,7 @@ fn submitting_to_an_unreachable_controller_is_an_error_naming_the_network() {
         .args(["submit", pipeline.to_str().unwrap()])
         // Nothing listens on the discard port of loopback.
         .env("KILN_CONTROLLER", "http://127.0.0.1:9")
+        .env("KILN_TOKEN", "kiln-team-unused")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

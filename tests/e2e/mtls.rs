@@ -24,6 +24,8 @@ struct Daemon {
     child: Child,
     url: String,
     env: Env,
+    /// Team `blue`'s API token.
+    token: String,
 }
 
 impl Daemon {
@@ -69,7 +71,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-        Self { child, url, env }
+        let token = env.team_token("blue", "1h");
+        Self {
+            child,
+            url,
+            env,
+            token,
+        }
     }
 
     /// The daemon's CA, loaded from its data dir.
@@ -114,8 +122,13 @@ impl Daemon {
         .unwrap()
     }
 
+    /// A team's client: the daemon's CA, no certificate, team `blue`'s token.
+    fn team_client(&self) -> Client {
+        self.client(&self.pki(), None).with_token(&self.token)
+    }
+
     fn submit(&self, yaml: &str) -> String {
-        let client = self.client(&self.pki(), None);
+        let client = self.team_client();
         runtime().block_on(async {
             client
                 .submit_run(&SubmitRun {
@@ -124,7 +137,7 @@ impl Daemon {
                     request_id: None,
                 })
                 .await
-                .expect("submit over TLS from loopback")
+                .expect("submit over TLS with a team token")
                 .run()
                 .id
                 .clone()
@@ -205,8 +218,16 @@ fn worker_routes_refuse_a_client_without_a_certificate() {
             Err(ClientError::Http { status: 401, .. }) => {}
             other => panic!("expected 401 for a blob upload, got {other:?}"),
         }
-        // Submitter routes stay open to loopback clients (until API tokens exist).
-        client.list_runs().await.expect("GET /v1/runs on loopback");
+        // Team routes need a team token, even from loopback.
+        match client.list_runs().await {
+            Err(ClientError::Http { status: 401, .. }) => {}
+            other => panic!("expected 401 without a team token, got {other:?}"),
+        }
+        daemon
+            .team_client()
+            .list_runs()
+            .await
+            .expect("GET /v1/runs with a team token");
     });
 }
 
@@ -391,7 +412,7 @@ impl Daemon {
     /// Submits `yaml` and waits for the run to end.
     fn run_to_end(&self, yaml: &str, worker: &Worker) -> kiln_core::api::v1::RunView {
         let run = self.submit(yaml);
-        let client = self.client(&self.pki(), None);
+        let client = self.team_client();
         let deadline = Instant::now() + Duration::from_secs(120);
         runtime().block_on(async {
             loop {

@@ -84,7 +84,7 @@ impl From<SubmitError> for ApiError {
             },
             SubmitError::Refused(AcceptError::State(e)) | SubmitError::State(e) => e.into(),
             SubmitError::Refused(e) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, one_line(&e)),
-            e @ SubmitError::RequestIdReused { .. } => {
+            e @ (SubmitError::RequestIdReused { .. } | SubmitError::RequestIdTaken { .. }) => {
                 Self::new(StatusCode::CONFLICT, one_line(&e))
             }
         }

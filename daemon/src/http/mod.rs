@@ -8,12 +8,15 @@
 //! the worker routes (`/v1/workers`, `/v1/leases/*`, blob `PUT`) need a client certificate from
 //! the daemon's CA ([`WorkerAuth::ClientCert`]).
 //!
-//! Deliberately absent in this increment: submitter authentication (team tokens), log
-//! streaming while a step runs, metrics.
+//! Team routes (`/v1/runs*`) need a team's bearer token in both modes ([`teams`]); a team
+//! sees only its own runs.
+//!
+//! Deliberately absent in this increment: log streaming while a step runs, metrics.
 
 mod blobs;
 pub mod enroll;
 mod error;
+pub mod teams;
 pub mod tls;
 
 use std::future::Future;
@@ -33,6 +36,7 @@ use kiln_core::api::v1;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use teams::Team;
 pub use tls::{PeerIdentity, WorkerAuth};
 
 use crate::controller::{Controller, ControllerError};
@@ -135,7 +139,8 @@ impl Server {
         &self.dispatcher
     }
 
-    /// Every route of the API, with nothing authenticated (plain HTTP on loopback).
+    /// Every route of the API over plain HTTP: worker routes unauthenticated (loopback), team
+    /// routes behind team tokens.
     pub fn router(&self) -> Router {
         router(self.dispatcher.clone(), self.limits, WorkerAuth::None)
     }
@@ -249,16 +254,21 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
                 .with_state(gate.clone()),
         ),
     };
-    let open = Router::new()
+    let team_routes = Router::new()
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{run}", get(show_run))
+        .route("/v1/runs/{run}/cancel", post(cancel_run))
         .route("/v1/runs/{run}/steps/{step}/log", get(step_log))
         .route("/v1/runs/{run}/artifacts/{name}", get(artifact))
         .route(
             "/v1/runs/{run}/artifacts/{name}/provenance",
             get(provenance),
         )
-        .route("/v1/blobs/{sha256}", get(get_blob).head(head_blob));
+        .route_layer(axum::middleware::from_fn_with_state(
+            dispatcher.clone(),
+            teams::require_team,
+        ));
+    let open = Router::new().route("/v1/blobs/{sha256}", get(get_blob).head(head_blob));
     let open = match auth {
         WorkerAuth::None => open,
         WorkerAuth::ClientCert(_) => {
@@ -266,18 +276,35 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
         }
     };
     open.route("/v1/blobs/{sha256}", upload)
+        .merge(team_routes)
         .merge(workers)
         .merge(enrollment)
         .layer(DefaultBodyLimit::max(limits.json_bytes))
         .with_state(dispatcher)
 }
 
+type TeamExt = Extension<Team>;
+
+fn no_run(run: &str) -> ApiError {
+    ApiError::not_found(format!("no run {run}"))
+}
+
+/// `404` unless `team` submitted `run`: another team's run looks like an unknown one.
+async fn check_team(app: &App, team: &str, run: &str) -> Result<(), ApiError> {
+    if app.owns(team, run).await? {
+        Ok(())
+    } else {
+        Err(no_run(run))
+    }
+}
+
 async fn submit_run(
     State(app): State<App>,
+    Extension(Team(team)): TeamExt,
     body: Result<Json<v1::SubmitRun>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    let (status, run_id) = match app.submit(&req).await? {
+    let (status, run_id) = match app.submit_for(&team, &req).await? {
         Submitted::Created { run_id } => (StatusCode::CREATED, run_id),
         Submitted::Existing { run_id } => (StatusCode::OK, run_id),
     };
@@ -288,24 +315,53 @@ async fn submit_run(
     Ok((status, Json(view)).into_response())
 }
 
-async fn list_runs(State(app): State<App>) -> Result<Json<Vec<v1::RunView>>, ApiError> {
-    Ok(Json(app.run_views().await?))
+async fn list_runs(
+    State(app): State<App>,
+    Extension(Team(team)): TeamExt,
+) -> Result<Json<Vec<v1::RunView>>, ApiError> {
+    Ok(Json(app.run_views_for(&team).await?))
 }
 
 async fn show_run(
     State(app): State<App>,
+    Extension(Team(team)): TeamExt,
     Path(run): Path<String>,
 ) -> Result<Json<v1::RunView>, ApiError> {
+    app.run_view_for(&team, &run)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_run(&run))
+}
+
+/// `POST /v1/runs/{run}/cancel`: the cancelled run; `409` if it had already finished.
+async fn cancel_run(
+    State(app): State<App>,
+    Extension(Team(team)): TeamExt,
+    Path(run): Path<String>,
+) -> Result<Json<v1::RunView>, ApiError> {
+    use crate::state::CancelOutcome;
+    match app.cancel_for(&team, &run).await? {
+        CancelOutcome::Unknown => return Err(no_run(&run)),
+        CancelOutcome::AlreadyFinished => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("run {run} has already finished"),
+            ));
+        }
+        CancelOutcome::Cancelled => {}
+    }
     app.run_view(&run)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no run {run}")))
+        .ok_or_else(|| no_run(&run))
 }
 
 async fn step_log(
     State(app): State<App>,
+    Extension(Team(team)): TeamExt,
     Path((run, step)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_team(&app, &team, &run).await?;
     let digest = app
         .controller()
         .state()
@@ -319,16 +375,20 @@ async fn step_log(
 
 async fn artifact(
     State(app): State<App>,
+    Extension(Team(team)): TeamExt,
     Path((run, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_team(&app, &team, &run).await?;
     let (digest, _) = published(&app, &run, &name).await?;
     blobs::get(app.controller().clone(), digest, "application/octet-stream").await
 }
 
 async fn provenance(
     State(app): State<App>,
+    Extension(Team(team)): TeamExt,
     Path((run, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_team(&app, &team, &run).await?;
     let (_, digest) = published(&app, &run, &name).await?;
     blobs::get(app.controller().clone(), digest, "application/jsonl").await
 }

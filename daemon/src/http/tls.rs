@@ -37,7 +37,7 @@ pub struct PeerIdentity {
 /// Which requests to worker routes are let through.
 #[derive(Clone, Debug, Default)]
 pub enum WorkerAuth {
-    /// Plain HTTP on loopback: nothing is authenticated.
+    /// Plain HTTP on loopback: no worker is authenticated (team routes still need a token).
     #[default]
     None,
     /// Only requests over a connection with a verified worker certificate, for the worker ids
@@ -165,8 +165,9 @@ pub async fn require_worker(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Middleware of the other routes under [`WorkerAuth::ClientCert`]: until submitters have API
-/// tokens, only a loopback client or a worker may use them (`403` otherwise).
+/// Middleware of the blob reads under [`WorkerAuth::ClientCert`]: only a loopback client or a
+/// worker may read the store by digest (`403` otherwise). Teams read their artifacts through
+/// the team routes, which check their token and the run's owner instead.
 pub async fn require_local_or_worker(req: Request, next: Next) -> Response {
     let allowed = req
         .extensions()
@@ -175,7 +176,7 @@ pub async fn require_local_or_worker(req: Request, next: Next) -> Response {
     if !allowed {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "submitter routes are open to loopback clients only until API tokens exist",
+            "blob reads are open to workers and loopback clients only",
         )
         .into_response();
     }

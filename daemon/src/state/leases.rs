@@ -122,7 +122,7 @@ fn parse_record(json: &str) -> Result<StepRecord, StateError> {
 }
 
 impl State {
-    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, StateError> {
+    pub(super) async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, StateError> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -548,7 +548,10 @@ impl State {
     /// A run with its steps (in pipeline order, with their records) and artifacts.
     pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>, StateError> {
         let row = sqlx::query(
-            "SELECT id, pipeline_name, state, started_at, finished_at FROM runs WHERE id = ?",
+            "SELECT id, pipeline_name,
+                    CASE WHEN cancelled_at IS NULL THEN state ELSE 'cancelled' END,
+                    started_at, finished_at
+             FROM runs WHERE id = ?",
         )
         .bind(run_id)
         .fetch_optional(&self.pool)
@@ -556,7 +559,10 @@ impl State {
         .map_err(query_err("look up run"))?;
         let Some(r) = row else { return Ok(None) };
         let steps = sqlx::query(
-            "SELECT s.name, s.state, s.attempts, s.worker_id, s.reason, r.record_json
+            "SELECT s.name,
+                    CASE WHEN s.state = 'skipped' AND s.reason = 'cancelled' THEN 'cancelled'
+                         ELSE s.state END,
+                    s.attempts, s.worker_id, s.reason, r.record_json
              FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
              WHERE s.run_id = ? ORDER BY s.position",
         )

@@ -53,6 +53,18 @@ impl Env {
         out
     }
 
+    /// `kiln admin token create --team TEAM --ttl TTL` against this env's data dir: the token.
+    #[allow(dead_code)] // not every e2e binary submits to a daemon
+    pub fn team_token(&self, team: &str, ttl: &str) -> String {
+        let out = self.kiln_ok(&["admin", "token", "create", "--team", team, "--ttl", ttl]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("token: "))
+            .expect("kiln admin token create prints `token: ...`")
+            .trim()
+            .to_string()
+    }
+
     /// Writes a file relative to the env's dir and returns its path.
     pub fn write(&self, rel: &str, content: &str) -> PathBuf {
         let path = self.path(rel);
