@@ -141,12 +141,13 @@ fn kill_group(pgid: u32) {
 
 /// A controller and its workers, with the test's data dirs.
 struct Cluster {
-    env: Env,
     daemon: Proc,
     url: String,
     workers: Vec<Proc>,
     /// Team `blue`'s API token, which the team commands send.
     token: String,
+    /// Last, so it drops after every process is dead: its drop detaches leftover mounts.
+    env: Env,
 }
 
 impl Cluster {

@@ -68,9 +68,10 @@ impl Drop for Proc {
 
 /// A daemon (plain or `--tls`) with busybox in its mirror.
 struct Daemon {
-    env: Env,
     proc: Proc,
     url: String,
+    /// Last, so it drops after the daemon is dead: its drop detaches leftover mounts.
+    env: Env,
 }
 
 impl Daemon {

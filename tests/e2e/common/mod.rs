@@ -97,6 +97,31 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// A worker killed with SIGKILL mid-step leaves its step's `/out` tmpfs mounted (a restarted
+    /// worker would sweep it; a test's never restarts): detach every mount under this env so the
+    /// machine is left as it was and the temp dir can be removed.
+    fn drop(&mut self) {
+        detach_mounts_under(self.dir.path());
+    }
+}
+
+/// Lazily unmounts every mount at or below `dir`, deepest first.
+pub fn detach_mounts_under(dir: &Path) {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").arg("-l").arg(point).status();
+    }
+}
+
 /// stdout and stderr together, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
