@@ -18,17 +18,31 @@ use std::sync::OnceLock;
 use common::Fixture;
 use kiln_sandbox::Outcome;
 
-/// Builds the probe once per test binary; returns its path on the host.
+/// Builds the probe once per source change, into cargo's per-target temp dir (nextest runs each
+/// test in its own process, so a per-process temp dir would leave one copy behind per test);
+/// returns its path on the host. Built beside, then renamed into place, so concurrent tests
+/// never see half a binary.
 fn probe_binary() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let source = dir.join("probe.c");
-        fs::write(&source, include_str!("probe/probe.c")).unwrap();
-        let binary = dir.join("probe");
+        let source_text = include_str!("probe/probe.c");
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(source_text, &mut hasher);
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let binary = root.join(format!(
+            "hardening-probe-{:016x}",
+            std::hash::Hasher::finish(&hasher)
+        ));
+        if binary.exists() {
+            return binary;
+        }
+        let build = tempfile::tempdir_in(root).unwrap();
+        let source = build.path().join("probe.c");
+        fs::write(&source, source_text).unwrap();
+        let built = build.path().join("probe");
         let out = Command::new("gcc")
             .args(["-static", "-O1", "-pthread", "-o"])
-            .arg(&binary)
+            .arg(&built)
             .arg(&source)
             .output()
             .expect("the hardening tests need gcc and a static libc (build-essential)");
@@ -37,6 +51,7 @@ fn probe_binary() -> &'static Path {
             "gcc: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        fs::rename(&built, &binary).unwrap();
         binary
     })
 }
