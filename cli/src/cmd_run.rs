@@ -15,13 +15,7 @@ use kiln_core::{ExitRecord, LimitEventRecord, Sha256Digest, StepRecord, StepSpec
 use kiln_daemon::publish::PublishedArtifact;
 use kiln_daemon::{BoxFuture, Controller, PipelineSource, RunEvent, StepExecutor};
 use kiln_pipelines::Pipeline;
-use kiln_sandbox::HelperCommand;
 use kiln_worker::{IdRange, Worker, WorkerConfig};
-
-/// Most bytes a step may leave in /out.
-const MAX_OUTPUT_BYTES: u64 = 4 << 30;
-/// Size cap of a step's /work and /tmp.
-const SCRATCH_BYTES: u64 = 1 << 30;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -93,20 +87,9 @@ impl StepExecutor for LocalExecutor {
 }
 
 fn local_worker(controller: &Controller, data_dir: &Path) -> anyhow::Result<Worker> {
-    let exe =
-        std::env::current_exe().context("cannot locate the kiln binary for the sandbox helper")?;
     let store = kiln_mirror::BlobStore::open(controller.store().root())?;
-    let config = WorkerConfig {
-        work_root: data_dir.join("work"),
-        helper: HelperCommand {
-            program: exe,
-            args: vec!["sandbox-helper".into()],
-        },
-        host_ids: IdRange::default(),
-        scratch_bytes: SCRATCH_BYTES,
-        default_limits: kiln_sandbox::Limits::default(),
-        max_output_bytes: MAX_OUTPUT_BYTES,
-    };
+    let config =
+        WorkerConfig::with_defaults(data_dir, crate::sandbox_helper()?, IdRange::default());
     Ok(Worker::new(config, store))
 }
 

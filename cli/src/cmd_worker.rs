@@ -10,17 +10,11 @@ use anyhow::Context as _;
 use clap::Args;
 use kiln_client::Client;
 use kiln_mirror::BlobStore;
-use kiln_sandbox::HelperCommand;
 use kiln_worker::remote::{PollPolicy, RemoteConfig, RemoteWorker};
 use kiln_worker::{IdRange, Worker, WorkerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cmd_submit::ControllerArg;
-
-/// Most bytes a step may leave in /out (as in `kiln run`).
-const MAX_OUTPUT_BYTES: u64 = 4 << 30;
-/// Size cap of a step's /work and /tmp (as in `kiln run`).
-const SCRATCH_BYTES: u64 = 1 << 30;
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -111,19 +105,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         (Client::new(&args.controller.controller)?, None)
     };
     let store_root = data_dir.join("store");
-    let exe =
-        std::env::current_exe().context("cannot locate the kiln binary for the sandbox helper")?;
-    let config = WorkerConfig {
-        work_root: data_dir.join("work"),
-        helper: HelperCommand {
-            program: exe,
-            args: vec!["sandbox-helper".into()],
-        },
-        host_ids: args.host_ids,
-        scratch_bytes: SCRATCH_BYTES,
-        default_limits: kiln_sandbox::Limits::default(),
-        max_output_bytes: MAX_OUTPUT_BYTES,
-    };
+    let config = WorkerConfig::with_defaults(data_dir, crate::sandbox_helper()?, args.host_ids);
     let worker = Worker::new(config, BlobStore::open(&store_root)?);
     let name = args.name.unwrap_or_else(host_name);
     let client_for_renewal = client.clone();

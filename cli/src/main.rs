@@ -114,6 +114,17 @@ fn one_line(err: &anyhow::Error) -> String {
         .join(": ")
 }
 
+/// How the worker starts the sandbox: this same binary, as `kiln sandbox-helper`.
+fn sandbox_helper() -> anyhow::Result<kiln_sandbox::HelperCommand> {
+    use anyhow::Context as _;
+    let program =
+        std::env::current_exe().context("cannot locate the kiln binary for the sandbox helper")?;
+    Ok(kiln_sandbox::HelperCommand {
+        program,
+        args: vec!["sandbox-helper".into()],
+    })
+}
+
 /// A tokio runtime for the async library calls.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;

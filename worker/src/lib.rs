@@ -52,6 +52,26 @@ pub struct WorkerConfig {
     pub max_output_bytes: u64,
 }
 
+impl WorkerConfig {
+    /// Size cap of a step's `/work` and `/tmp` unless configured otherwise.
+    pub const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
+    /// Most bytes a step may leave in `/out` unless configured otherwise.
+    pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 30;
+
+    /// A worker under `data_dir` (`work/` for staging) with the default scratch, output and
+    /// resource limits, starting its sandbox with `helper`.
+    pub fn with_defaults(data_dir: &Path, helper: HelperCommand, host_ids: IdRange) -> Self {
+        Self {
+            work_root: data_dir.join("work"),
+            helper,
+            host_ids,
+            scratch_bytes: Self::DEFAULT_SCRATCH_BYTES,
+            default_limits: Limits::default(),
+            max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
 /// Why a step could not be run (as opposed to: it ran and failed).
 #[derive(Debug, thiserror::Error)]
 enum StepError {

@@ -331,6 +331,34 @@ pub(crate) fn cpu_quota_us(millicpus: u64) -> u64 {
 }
 
 /// The value of `key` in a flat keyed file (`key value` per line), e.g. `memory.events`.
+/// The limit events a step's counters show, the same for v1 and v2: `memory_events` is the
+/// text holding the `oom_kill` counter (v1 `memory.oom_control`, v2 `memory.events`),
+/// `pids_events` the content of `pids.events`.
+pub(crate) fn limit_events(
+    memory_events: &str,
+    pids_events: &str,
+    limits: &Limits,
+) -> Vec<LimitEvent> {
+    let mut events = Vec::new();
+    if keyed(memory_events, "oom_kill").unwrap_or(0) > 0 {
+        events.push(LimitEvent::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        });
+    }
+    if keyed(pids_events, "max").unwrap_or(0) > 0 {
+        events.push(LimitEvent::PidsLimit { limit: limits.pids });
+    }
+    events
+}
+
+/// `pids.peak` where the kernel keeps it (Linux 6.1+), else `pids.current`, in `dir`.
+pub(crate) fn peak_pids(dir: &Path) -> Result<u64, SetupError> {
+    match file::read_u64_if_present(&dir.join("pids.peak"))? {
+        Some(peak) => Ok(peak),
+        None => file::read_u64(&dir.join("pids.current")),
+    }
+}
+
 pub(crate) fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (k, v) = line.split_once(' ')?;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use super::file;
-use super::{CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, keyed, kill_until_empty};
+use super::{
+    CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, kill_until_empty, limit_events, peak_pids,
+};
 use crate::error::SetupError;
 use crate::run::{LimitEvent, ResourceUsage};
 use crate::spec::Limits;
@@ -242,11 +244,7 @@ impl StepCgroup for V1 {
         let memory = self.dir(Controller::Memory);
         let peak_memory_bytes = file::read_u64(&memory.join("memory.max_usage_in_bytes"))?;
         let cpu_ns = file::read_u64(&self.dir(Controller::Cpuacct).join("cpuacct.usage"))?;
-        let pids = self.dir(Controller::Pids);
-        let peak_pids = match file::read_u64_if_present(&pids.join("pids.peak"))? {
-            Some(peak) => peak,
-            None => file::read_u64(&pids.join("pids.current"))?,
-        };
+        let peak_pids = peak_pids(self.dir(Controller::Pids))?;
         Ok(ResourceUsage {
             peak_memory_bytes,
             cpu_time: Duration::from_nanos(cpu_ns),
@@ -255,20 +253,9 @@ impl StepCgroup for V1 {
     }
 
     fn events(&self) -> Result<Vec<LimitEvent>, SetupError> {
-        let mut events = Vec::new();
         let oom = file::read(&self.dir(Controller::Memory).join("memory.oom_control"))?;
-        if keyed(&oom, "oom_kill").unwrap_or(0) > 0 {
-            events.push(LimitEvent::MemoryLimit {
-                limit_bytes: self.limits.memory_bytes,
-            });
-        }
         let pids = file::read(&self.dir(Controller::Pids).join("pids.events"))?;
-        if keyed(&pids, "max").unwrap_or(0) > 0 {
-            events.push(LimitEvent::PidsLimit {
-                limit: self.limits.pids,
-            });
-        }
-        Ok(events)
+        Ok(limit_events(&oom, &pids, &self.limits))
     }
 
     fn remove(&mut self) -> Result<(), SetupError> {

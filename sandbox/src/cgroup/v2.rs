@@ -11,7 +11,10 @@ use std::time::Duration;
 use nix::unistd::Pid;
 
 use super::file;
-use super::{CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, keyed, kill_until_empty};
+use super::{
+    CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, keyed, kill_until_empty, limit_events,
+    peak_pids,
+};
 use crate::error::SetupError;
 use crate::run::{LimitEvent, ResourceUsage};
 use crate::spec::Limits;
@@ -159,10 +162,7 @@ impl StepCgroup for V2 {
             path: cpu_stat,
             source: nix::errno::Errno::EINVAL,
         })?;
-        let peak_pids = match file::read_u64_if_present(&dir.join("pids.peak"))? {
-            Some(peak) => peak,
-            None => file::read_u64(&dir.join("pids.current"))?,
-        };
+        let peak_pids = peak_pids(dir)?;
         Ok(ResourceUsage {
             peak_memory_bytes,
             cpu_time: Duration::from_micros(usec),
@@ -171,20 +171,9 @@ impl StepCgroup for V2 {
     }
 
     fn events(&self) -> Result<Vec<LimitEvent>, SetupError> {
-        let mut events = Vec::new();
         let memory = file::read(&self.dir.join("memory.events"))?;
-        if keyed(&memory, "oom_kill").unwrap_or(0) > 0 {
-            events.push(LimitEvent::MemoryLimit {
-                limit_bytes: self.limits.memory_bytes,
-            });
-        }
         let pids = file::read(&self.dir.join("pids.events"))?;
-        if keyed(&pids, "max").unwrap_or(0) > 0 {
-            events.push(LimitEvent::PidsLimit {
-                limit: self.limits.pids,
-            });
-        }
-        Ok(events)
+        Ok(limit_events(&memory, &pids, &self.limits))
     }
 
     fn remove(&mut self) -> Result<(), SetupError> {
