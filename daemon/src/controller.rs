@@ -1,7 +1,8 @@
 //! The controller: one handle over the data dir's state, store and signing key.
 //!
-//! Data dir layout: `state.sqlite` (the database), `store/` (the content-addressed store),
-//! `keys/kiln.key` + `keys/kiln.pub` (the default signing key, generated on first use).
+//! Data dir layout: `state.sqlite` (the database, unless a PostgreSQL database is given),
+//! `store/` (the content-addressed store), `keys/kiln.key` + `keys/kiln.pub` (the default
+//! signing key, generated on first use).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use kiln_mirror::{BlobStore, StoreError};
 use time::OffsetDateTime;
 
 use crate::policy::{Candidate, Decision, MirrorPolicy, POLICY_FILE, PolicyError};
-use crate::state::{AddOutcome, MirrorEntry, MirrorEvidence, State, StateError};
+use crate::state::{AddOutcome, Database, MirrorEntry, MirrorEvidence, State, StateError};
 
 /// Who asserts a `--sha256` digest. Only an operator at the CLI can, for now.
 const ASSERTED_BY_OPERATOR: &str = "operator";
@@ -78,14 +79,26 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens (creating if needed) the data dir.
+    /// Opens (creating if needed) the data dir, with its state in `DATA/state.sqlite`.
     pub async fn open(data_dir: &Path) -> Result<Self, ControllerError> {
+        Self::open_with(data_dir, None).await
+    }
+
+    /// Opens (creating if needed) the data dir, with its state in `database` (`None`: the
+    /// data dir's `state.sqlite`).
+    pub async fn open_with(
+        data_dir: &Path,
+        database: Option<&Database>,
+    ) -> Result<Self, ControllerError> {
         fs::create_dir_all(data_dir).map_err(|source| ControllerError::DataDir {
             path: data_dir.to_owned(),
             source,
         })?;
         let store = BlobStore::open(&data_dir.join("store"))?;
-        let state = State::open(&data_dir.join("state.sqlite")).await?;
+        let state = match database {
+            Some(db) => State::connect(db).await?,
+            None => State::open(&data_dir.join("state.sqlite")).await?,
+        };
         Ok(Self {
             data_dir: data_dir.to_owned(),
             state,

@@ -1,11 +1,16 @@
 //! The controller's durable state: mirror catalogue, runs, steps, step records, artifacts.
 //!
-//! SQLite through sqlx (a file under the data dir, WAL, schema from `migrations/`). Every
-//! multi-row change is one transaction, so a crash or a refused input never leaves half a run.
-//! The daemon's transitions (leases, reports, expiry) live in [`leases`].
+//! SQLite (a file under the data dir, WAL) or PostgreSQL, through sqlx's `Any` driver with
+//! one set of queries ([`database`]; schema from `migrations/sqlite` or `migrations/postgres`).
+//! Every multi-row change is one transaction, so a crash or a refused input never leaves half
+//! a run. The daemon's transitions (leases, reports, expiry) live in [`leases`].
 
+mod database;
 mod leases;
 mod teams;
+pub mod testing;
+
+pub use database::{Backend, Database, DatabaseUrlError};
 
 pub use leases::{
     Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
@@ -16,23 +21,25 @@ pub use teams::{
     valid_team_name,
 };
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use std::collections::BTreeMap;
 
 use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest, StepRecord};
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot open state database {path}")]
+    #[error("cannot open state database {database}")]
     Open {
-        path: PathBuf,
+        /// The database, without its password ([`Database`]'s `Display`).
+        database: String,
         #[source]
         source: sqlx::Error,
     },
@@ -201,35 +208,33 @@ fn kind_columns(kind: &BlobKind) -> (&'static str, Option<&str>) {
 /// The controller's database handle.
 #[derive(Clone, Debug)]
 pub struct State {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl State {
     /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StateError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| StateError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(StateError::Migrate)?;
-        Ok(Self { pool })
+        Self::connect(&Database::Sqlite(path.to_owned())).await
+    }
+
+    /// Opens `db` (a SQLite file, created if needed, or a PostgreSQL database) and brings its
+    /// schema up to date.
+    pub async fn connect(db: &Database) -> Result<Self, StateError> {
+        let pool = database::connect(db).await?;
+        Ok(Self {
+            pool,
+            backend: db.backend(),
+        })
+    }
+
+    /// The engine under this state.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The pool, for the PKI's tables ([`crate::pki::Enrollment`]).
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -260,7 +265,7 @@ impl State {
         let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
         sqlx::query(
             "INSERT INTO mirror_entries (name, version, sha256, kind, file_name, size, added_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(entry.reference.name())
         .bind(entry.reference.version())
@@ -276,7 +281,7 @@ impl State {
             sqlx::query(
                 "INSERT INTO mirror_evidence (name, version, asserted_sha256, asserted_by, signature,
                      signer_keyid, signer_algorithm, signer_name, policy_decision)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(entry.reference.name())
             .bind(entry.reference.version())
@@ -306,7 +311,7 @@ impl State {
         let row = sqlx::query(
             "SELECT asserted_sha256, asserted_by, signature, signer_keyid, signer_algorithm,
                     signer_name, policy_decision
-             FROM mirror_evidence WHERE name = ? AND version = ?",
+             FROM mirror_evidence WHERE name = $1 AND version = $2",
         )
         .bind(reference.name())
         .bind(reference.version())
@@ -339,7 +344,7 @@ impl State {
     ) -> Result<Option<MirrorEntry>, StateError> {
         let row = sqlx::query(
             "SELECT name, version, sha256, kind, file_name, size, added_at
-             FROM mirror_entries WHERE name = ? AND version = ?",
+             FROM mirror_entries WHERE name = $1 AND version = $2",
         )
         .bind(reference.name())
         .bind(reference.version())
@@ -368,7 +373,7 @@ impl State {
         sqlx::query(
             "INSERT INTO runs (id, pipeline_name, pipeline_file, pipeline_sha256, state, started_at,
                                dispatch, pipeline_yaml, resolution_json, request_id)
-             VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9)",
         )
         .bind(run.id)
         .bind(run.pipeline_name)
@@ -394,7 +399,7 @@ impl State {
         })?;
         for (position, step) in run.steps.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO steps (run_id, name, position, state) VALUES (?, ?, ?, 'pending')",
+                "INSERT INTO steps (run_id, name, position, state) VALUES ($1, $2, $3, 'pending')",
             )
             .bind(run.id)
             .bind(step.name)
@@ -405,7 +410,7 @@ impl State {
         }
         for step in &run.steps {
             for need in step.needs {
-                sqlx::query("INSERT INTO step_needs (run_id, step, need) VALUES (?, ?, ?)")
+                sqlx::query("INSERT INTO step_needs (run_id, step, need) VALUES ($1, $2, $3)")
                     .bind(run.id)
                     .bind(step.name)
                     .bind(need)
@@ -424,7 +429,7 @@ impl State {
         step: &str,
         state: StepState,
     ) -> Result<(), StateError> {
-        sqlx::query("UPDATE steps SET state = ? WHERE run_id = ? AND name = ?")
+        sqlx::query("UPDATE steps SET state = $1 WHERE run_id = $2 AND name = $3")
             .bind(state.as_str())
             .bind(run_id)
             .bind(step)
@@ -444,7 +449,7 @@ impl State {
         };
         let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
         leases::insert_record(&mut tx, record, &json).await?;
-        sqlx::query("UPDATE steps SET state = ? WHERE run_id = ? AND name = ?")
+        sqlx::query("UPDATE steps SET state = $1 WHERE run_id = $2 AND name = $3")
             .bind(state.as_str())
             .bind(&record.run_id)
             .bind(&record.step)
@@ -458,7 +463,7 @@ impl State {
     pub async fn step_records(&self, run_id: &str) -> Result<Vec<StepRecord>, StateError> {
         let rows = sqlx::query(
             "SELECT r.record_json FROM step_records r JOIN steps s ON s.run_id = r.run_id AND s.name = r.step
-             WHERE r.run_id = ? ORDER BY s.position",
+             WHERE r.run_id = $1 ORDER BY s.position",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -478,7 +483,7 @@ impl State {
     /// Records a signed artifact.
     pub async fn add_artifact(&self, artifact: &ArtifactRow<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO artifacts (run_id, name, step, path, sha256, provenance_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO artifacts (run_id, name, step, path, sha256, provenance_sha256) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(artifact.run_id)
         .bind(artifact.name)
@@ -499,7 +504,7 @@ impl State {
         succeeded: bool,
         at: OffsetDateTime,
     ) -> Result<(), StateError> {
-        sqlx::query("UPDATE runs SET state = ?, finished_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET state = $1, finished_at = $2 WHERE id = $3")
             .bind(if succeeded { "succeeded" } else { "failed" })
             .bind(rfc3339(at))
             .bind(run_id)
@@ -551,7 +556,7 @@ impl State {
         Ok(counts)
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool (on SQLite, checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -561,7 +566,7 @@ fn corrupt(what: &'static str) -> impl Fn(String) -> StateError {
     move |detail| StateError::Corrupt { what, detail }
 }
 
-fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<MirrorEntry, StateError> {
+fn entry_from_row(r: &AnyRow) -> Result<MirrorEntry, StateError> {
     let bad = corrupt("mirror entry");
     let reference = MirrorRef::from_str(&format!(
         "{}@{}",

@@ -64,6 +64,8 @@ impl Default for BodyLimits {
 #[derive(Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// Where the state lives; `None`: the data dir's `state.sqlite`.
+    pub database: Option<crate::state::Database>,
     /// Sign with this PKCS#8 PEM key instead of the data dir's.
     pub key: Option<PathBuf>,
     pub dispatch: DispatchConfig,
@@ -77,6 +79,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database: None,
             key: None,
             dispatch: DispatchConfig::default(),
             limits: BodyLimits::default(),
@@ -116,13 +119,12 @@ pub struct Server {
 impl Server {
     /// Opens (creating if needed) the data dir and the signing key.
     pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
-        let controller =
-            Controller::open(&config.data_dir)
-                .await
-                .map_err(|source| ServerError::Open {
-                    path: config.data_dir.clone(),
-                    source,
-                })?;
+        let controller = Controller::open_with(&config.data_dir, config.database.as_ref())
+            .await
+            .map_err(|source| ServerError::Open {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let key = controller
             .signing_key(config.key.as_deref())
             .map_err(ServerError::Key)?;

@@ -105,7 +105,7 @@ impl Enrollment {
             .map_err(|_| EnrollError::Random)?;
         let secret = hex::encode(secret);
         let expires_at = now + ttl;
-        sqlx::query("INSERT INTO join_tokens (sha256, created_at, expires_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO join_tokens (sha256, created_at, expires_at) VALUES ($1, $2, $3)")
             .bind(hash(&secret))
             .bind(millis(now))
             .bind(millis(expires_at))
@@ -129,8 +129,8 @@ impl Enrollment {
         let digest = hash(secret_of(token)?);
         let now = millis(now);
         let done = sqlx::query(
-            "UPDATE join_tokens SET used_at = ?, identity = ? \
-             WHERE sha256 = ? AND used_at IS NULL AND expires_at > ?",
+            "UPDATE join_tokens SET used_at = $1, identity = $2 \
+             WHERE sha256 = $3 AND used_at IS NULL AND expires_at > $4",
         )
         .bind(now)
         .bind(identity)
@@ -143,7 +143,7 @@ impl Enrollment {
             return Ok(());
         }
         let row: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT used_at FROM join_tokens WHERE sha256 = ?")
+            sqlx::query_as("SELECT used_at FROM join_tokens WHERE sha256 = $1")
                 .bind(&digest)
                 .fetch_optional(self.state.pool())
                 .await
@@ -157,7 +157,7 @@ impl Enrollment {
 
     /// Records that the certificate identity `identity` registered `worker_id`.
     pub async fn bind_worker(&self, worker_id: &str, identity: &str) -> Result<(), EnrollError> {
-        sqlx::query("INSERT INTO worker_identities (worker_id, identity) VALUES (?, ?)")
+        sqlx::query("INSERT INTO worker_identities (worker_id, identity) VALUES ($1, $2)")
             .bind(worker_id)
             .bind(identity)
             .execute(self.state.pool())
@@ -169,7 +169,7 @@ impl Enrollment {
     /// Whether `worker_id` was registered by `identity`.
     pub async fn owns(&self, identity: &str, worker_id: &str) -> Result<bool, EnrollError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM worker_identities WHERE worker_id = ? AND identity = ?",
+            "SELECT count(*) FROM worker_identities WHERE worker_id = $1 AND identity = $2",
         )
         .bind(worker_id)
         .bind(identity)
@@ -183,16 +183,24 @@ impl Enrollment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Backend;
+    use crate::state::testing::TestDatabase;
 
-    async fn enrollment() -> (tempfile::TempDir, Enrollment) {
+    async fn enrollment(backend: Backend) -> (tempfile::TempDir, TestDatabase, Enrollment) {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(&dir.path().join("state.db")).await.unwrap();
-        (dir, Enrollment::new(state))
+        let db = TestDatabase::new(backend, &dir.path().join("state.db")).await;
+        let state = State::connect(db.database()).await.unwrap();
+        (dir, db, Enrollment::new(state))
     }
 
-    #[tokio::test]
-    async fn a_join_token_works_once() {
-        let (_dir, e) = enrollment().await;
+    crate::backend_tests! {
+        #[tokio::test] a_join_token_works_once;
+        #[tokio::test] an_expired_join_token_is_refused;
+        #[tokio::test] unknown_and_malformed_tokens_are_refused;
+    }
+
+    async fn a_join_token_works_once(backend: Backend) {
+        let (_dir, _db, e) = enrollment(backend).await;
         let now = OffsetDateTime::now_utc();
         let t = e
             .create_token(&"ab".repeat(32), Duration::from_secs(60), now)
@@ -203,9 +211,8 @@ mod tests {
         assert!(matches!(again, EnrollError::Used), "{again}");
     }
 
-    #[tokio::test]
-    async fn an_expired_join_token_is_refused() {
-        let (_dir, e) = enrollment().await;
+    async fn an_expired_join_token_is_refused(backend: Backend) {
+        let (_dir, _db, e) = enrollment(backend).await;
         let now = OffsetDateTime::now_utc();
         let t = e
             .create_token(&"ab".repeat(32), Duration::from_secs(60), now)
@@ -216,9 +223,8 @@ mod tests {
         assert!(matches!(err, EnrollError::Expired), "{err}");
     }
 
-    #[tokio::test]
-    async fn unknown_and_malformed_tokens_are_refused() {
-        let (_dir, e) = enrollment().await;
+    async fn unknown_and_malformed_tokens_are_refused(backend: Backend) {
+        let (_dir, _db, e) = enrollment(backend).await;
         let now = OffsetDateTime::now_utc();
         let unknown = format!("kiln1-{}-{}", "ab".repeat(32), "cd".repeat(32));
         assert!(matches!(

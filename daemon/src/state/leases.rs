@@ -1,9 +1,13 @@
 //! The daemon's durable transitions: workers, leases, reports, expiry, and what the API shows.
 //!
 //! A leased step is in state `running` with a `lease_id`, a `worker_id` and a deadline
-//! (`lease_deadline_ms`, unix milliseconds). Every transition is one transaction started with
-//! `BEGIN IMMEDIATE`, which takes SQLite's write lock up front: two claims never read the
-//! same pending step, and a transaction never fails half-way upgrading a read lock.
+//! (`lease_deadline_ms`, unix milliseconds). Every transition is one transaction
+//! ([`State::begin_write`]). On SQLite it starts with `BEGIN IMMEDIATE`, which takes the
+//! database's write lock up front: two claims never read the same pending step, and a
+//! transaction never fails half-way upgrading a read lock. On PostgreSQL, where several
+//! daemons may share one database, the rows a transition reads are locked as it reads them
+//! (`FOR UPDATE`; a claim skips rows another claim holds, `SKIP LOCKED`), and every update
+//! re-checks the state it expects.
 //!
 //! Time is always passed in by the caller, never read from SQLite, so tests can move a clock.
 //! Deliberately absent: any knowledge of pipelines beyond the `step_needs` edges.
@@ -13,12 +17,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kiln_core::{Sha256Digest, StepRecord};
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::AnyConnection;
+use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{State, StateError, StepState, corrupt, query_err, rfc3339};
+use super::{Backend, State, StateError, StepState, corrupt, query_err, rfc3339};
 
 /// A worker announcing itself.
 #[derive(Clone, Debug)]
@@ -122,17 +126,33 @@ fn parse_record(json: &str) -> Result<StepRecord, StateError> {
 }
 
 impl State {
-    pub(super) async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, StateError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(query_err("begin immediate"))
+    /// A transaction for a transition: on SQLite it holds the write lock from the start; on
+    /// PostgreSQL the transition locks the rows it reads (see the module docs).
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StateError> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(query_err("begin"))
+    }
+
+    /// `sql` followed by `lock` on PostgreSQL; `sql` alone on SQLite, whose write lock is
+    /// already held ([`Self::begin_write`]).
+    pub(super) fn locking(
+        &self,
+        sql: &'static str,
+        lock: &'static str,
+    ) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(match self.backend {
+            Backend::Sqlite => sql.to_owned(),
+            Backend::Postgres => format!("{sql} {lock}"),
+        })
     }
 
     /// Records a worker.
     pub async fn register_worker(&self, worker: &NewWorker<'_>) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO workers (id, name, slots, labels_json, registered_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO workers (id, name, slots, labels_json, registered_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(worker.id)
         .bind(worker.name)
@@ -147,7 +167,7 @@ impl State {
 
     /// Whether a worker with this id registered.
     pub async fn worker_exists(&self, worker_id: &str) -> Result<bool, StateError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE id = ?")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE id = $1")
             .bind(worker_id)
             .fetch_one(&self.pool)
             .await
@@ -165,8 +185,11 @@ impl State {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<Option<Claimed>, StateError> {
-        let mut tx = self.begin_immediate().await?;
-        let row = sqlx::query(
+        let mut tx = self.begin_write().await?;
+        // On PostgreSQL two claims (of this daemon or another on the same database) lock
+        // different steps: a step another claim holds is skipped, not waited for, and one that
+        // another claim leased in the meantime no longer matches `state = 'pending'`.
+        let row = sqlx::query(self.locking(
             "SELECT s.run_id, s.name FROM steps s JOIN runs r ON r.id = s.run_id
              WHERE s.state = 'pending' AND r.state = 'running' AND r.dispatch = 'lease'
                AND NOT EXISTS (
@@ -175,7 +198,8 @@ impl State {
                    WHERE n.run_id = s.run_id AND n.step = s.name AND d.state <> 'succeeded')
              ORDER BY r.started_at, r.id, s.position
              LIMIT 1",
-        )
+            "FOR UPDATE OF s SKIP LOCKED",
+        ))
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_err("find a ready step"))?;
@@ -185,9 +209,9 @@ impl State {
         let run_id: String = row.get(0);
         let step: String = row.get(1);
         let leased = sqlx::query(
-            "UPDATE steps SET state = 'running', lease_id = ?, worker_id = ?, lease_deadline_ms = ?,
+            "UPDATE steps SET state = 'running', lease_id = $1, worker_id = $2, lease_deadline_ms = $3,
                               attempts = attempts + 1, reason = NULL
-             WHERE run_id = ? AND name = ? AND state = 'pending'",
+             WHERE run_id = $4 AND name = $5 AND state = 'pending'",
         )
         .bind(lease_id)
         .bind(worker_id)
@@ -198,14 +222,14 @@ impl State {
         .await
         .map_err(query_err("lease step"))?;
         if leased.rows_affected() != 1 {
-            // Cannot happen under SQLite's write lock; with row locks elsewhere, another
-            // claimer won: the worker asks again.
+            // Cannot happen under SQLite's write lock nor PostgreSQL's row lock; were it to,
+            // another claimer won and the worker asks again.
             return Ok(None);
         }
         let rows = sqlx::query(
             "SELECT r.step, r.record_json FROM step_records r
              JOIN step_needs n ON n.run_id = r.run_id AND n.need = r.step
-             WHERE n.run_id = ? AND n.step = ?",
+             WHERE n.run_id = $1 AND n.step = $2",
         )
         .bind(&run_id)
         .bind(&step)
@@ -232,8 +256,8 @@ impl State {
         now: OffsetDateTime,
     ) -> Result<LeaseStatus, StateError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM steps WHERE lease_id = ? AND worker_id = ? AND state = 'running'
-             AND lease_deadline_ms >= ?",
+            "SELECT count(*) FROM steps WHERE lease_id = $1 AND worker_id = $2 AND state = 'running'
+             AND lease_deadline_ms >= $3",
         )
         .bind(lease_id)
         .bind(worker_id)
@@ -257,8 +281,8 @@ impl State {
         ttl: Duration,
     ) -> Result<LeaseStatus, StateError> {
         let done = sqlx::query(
-            "UPDATE steps SET lease_deadline_ms = ?
-             WHERE lease_id = ? AND worker_id = ? AND state = 'running' AND lease_deadline_ms >= ?",
+            "UPDATE steps SET lease_deadline_ms = $1
+             WHERE lease_id = $2 AND worker_id = $3 AND state = 'running' AND lease_deadline_ms >= $4",
         )
         .bind(deadline(now, ttl))
         .bind(lease_id)
@@ -285,12 +309,13 @@ impl State {
         now: OffsetDateTime,
     ) -> Result<ReportOutcome, StateError> {
         let json = serde_json::to_string(record).expect("a StepRecord always serialises");
-        let mut tx = self.begin_immediate().await?;
-        let row = sqlx::query(
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(self.locking(
             "SELECT s.run_id, s.name, s.worker_id, s.state, s.lease_deadline_ms, r.record_json
              FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
-             WHERE s.lease_id = ?",
-        )
+             WHERE s.lease_id = $1",
+            "FOR UPDATE OF s",
+        ))
         .bind(lease_id)
         .fetch_optional(&mut *tx)
         .await
@@ -328,7 +353,7 @@ impl State {
             StepState::Failed
         };
         sqlx::query(
-            "UPDATE steps SET state = ?, lease_deadline_ms = NULL WHERE run_id = ? AND name = ?",
+            "UPDATE steps SET state = $1, lease_deadline_ms = NULL WHERE run_id = $2 AND name = $3",
         )
         .bind(final_state.as_str())
         .bind(&run_id)
@@ -352,8 +377,8 @@ impl State {
     ) -> Result<Vec<ExpiredLease>, StateError> {
         // Most calls find nothing: look before taking the write lock.
         let any: i64 = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM steps WHERE state = 'running' AND lease_id IS NOT NULL
-                            AND lease_deadline_ms < ?)",
+            "SELECT count(*) FROM (SELECT 1 FROM steps WHERE state = 'running'
+                                   AND lease_id IS NOT NULL AND lease_deadline_ms < $1 LIMIT 1) e",
         )
         .bind(millis(now))
         .fetch_one(&self.pool)
@@ -362,11 +387,15 @@ impl State {
         if any == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin_immediate().await?;
-        let rows = sqlx::query(
+        let mut tx = self.begin_write().await?;
+        // On PostgreSQL, a lease being reported or expired by another daemon right now is
+        // left to that transaction.
+        let rows = sqlx::query(self.locking(
             "SELECT run_id, name, lease_id, worker_id, attempts FROM steps
-             WHERE state = 'running' AND lease_id IS NOT NULL AND lease_deadline_ms < ?",
-        )
+             WHERE state = 'running' AND lease_id IS NOT NULL AND lease_deadline_ms < $1
+             ORDER BY run_id, name",
+            "FOR UPDATE SKIP LOCKED",
+        ))
         .bind(millis(now))
         .fetch_all(&mut *tx)
         .await
@@ -392,8 +421,8 @@ impl State {
                 );
                 sqlx::query(
                     "UPDATE steps SET state = 'failed', lease_id = NULL, lease_deadline_ms = NULL,
-                                      reason = ?
-                     WHERE run_id = ? AND name = ?",
+                                      reason = $1
+                     WHERE run_id = $2 AND name = $3",
                 )
                 .bind(reason)
                 .bind(&lease.run_id)
@@ -406,7 +435,7 @@ impl State {
                 sqlx::query(
                     "UPDATE steps SET state = 'pending', lease_id = NULL, worker_id = NULL,
                                       lease_deadline_ms = NULL
-                     WHERE run_id = ? AND name = ?",
+                     WHERE run_id = $1 AND name = $2",
                 )
                 .bind(&lease.run_id)
                 .bind(&lease.step)
@@ -436,7 +465,7 @@ impl State {
     /// Whether a run is still marked running.
     pub async fn run_is_running(&self, run_id: &str) -> Result<bool, StateError> {
         let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = ? AND state = 'running'")
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = $1 AND state = 'running'")
                 .bind(run_id)
                 .fetch_one(&self.pool)
                 .await
@@ -448,7 +477,7 @@ impl State {
     pub async fn submitted_run(&self, run_id: &str) -> Result<Option<SubmittedRun>, StateError> {
         let row = sqlx::query(
             "SELECT id, pipeline_file, pipeline_sha256, pipeline_yaml, resolution_json, started_at
-             FROM runs WHERE id = ? AND dispatch = 'lease'",
+             FROM runs WHERE id = $1 AND dispatch = 'lease'",
         )
         .bind(run_id)
         .fetch_optional(&self.pool)
@@ -477,7 +506,7 @@ impl State {
         &self,
         request_id: &str,
     ) -> Result<Option<(String, String)>, StateError> {
-        let row = sqlx::query("SELECT id, pipeline_sha256 FROM runs WHERE request_id = ?")
+        let row = sqlx::query("SELECT id, pipeline_sha256 FROM runs WHERE request_id = $1")
             .bind(request_id)
             .fetch_optional(&self.pool)
             .await
@@ -487,7 +516,7 @@ impl State {
 
     /// Forgets a run's artifacts, so that publishing can start over after a crash mid-way.
     pub async fn clear_artifacts(&self, run_id: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM artifacts WHERE run_id = ?")
+        sqlx::query("DELETE FROM artifacts WHERE run_id = $1")
             .bind(run_id)
             .execute(&self.pool)
             .await
@@ -501,13 +530,14 @@ impl State {
         run_id: &str,
         step: &str,
     ) -> Result<Option<Sha256Digest>, StateError> {
-        let sha: Option<String> =
-            sqlx::query_scalar("SELECT log_sha256 FROM step_records WHERE run_id = ? AND step = ?")
-                .bind(run_id)
-                .bind(step)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(query_err("look up step log"))?;
+        let sha: Option<String> = sqlx::query_scalar(
+            "SELECT log_sha256 FROM step_records WHERE run_id = $1 AND step = $2",
+        )
+        .bind(run_id)
+        .bind(step)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up step log"))?;
         sha.map(|s| Sha256Digest::from_str(&s).map_err(|e| corrupt("step log")(e.to_string())))
             .transpose()
     }
@@ -519,7 +549,7 @@ impl State {
         name: &str,
     ) -> Result<Option<(Sha256Digest, Sha256Digest)>, StateError> {
         let row = sqlx::query(
-            "SELECT sha256, provenance_sha256 FROM artifacts WHERE run_id = ? AND name = ?",
+            "SELECT sha256, provenance_sha256 FROM artifacts WHERE run_id = $1 AND name = $2",
         )
         .bind(run_id)
         .bind(name)
@@ -551,7 +581,7 @@ impl State {
             "SELECT id, pipeline_name,
                     CASE WHEN cancelled_at IS NULL THEN state ELSE 'cancelled' END,
                     started_at, finished_at
-             FROM runs WHERE id = ?",
+             FROM runs WHERE id = $1",
         )
         .bind(run_id)
         .fetch_optional(&self.pool)
@@ -564,7 +594,7 @@ impl State {
                          ELSE s.state END,
                     s.attempts, s.worker_id, s.reason, r.record_json
              FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
-             WHERE s.run_id = ? ORDER BY s.position",
+             WHERE s.run_id = $1 ORDER BY s.position",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -586,7 +616,7 @@ impl State {
         })
         .collect::<Result<Vec<_>, StateError>>()?;
         let artifacts = sqlx::query(
-            "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = ? ORDER BY name",
+            "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -612,14 +642,14 @@ impl State {
 }
 
 pub(super) async fn insert_record(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     record: &StepRecord,
     json: &str,
 ) -> Result<(), StateError> {
     let exit = serde_json::to_value(&record.exit).expect("an ExitRecord always serialises");
     sqlx::query(
         "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&record.run_id)
     .bind(&record.step)
@@ -637,17 +667,17 @@ pub(super) async fn insert_record(
 
 /// Skips every pending step downstream of `failed`, transitively.
 async fn skip_downstream(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     run_id: &str,
     failed: &str,
 ) -> Result<(), StateError> {
     sqlx::query(
         "WITH RECURSIVE downstream(name) AS (
-             SELECT step FROM step_needs WHERE run_id = ? AND need = ?
+             SELECT step FROM step_needs WHERE run_id = $1 AND need = $2
              UNION
-             SELECT n.step FROM step_needs n JOIN downstream d ON n.need = d.name WHERE n.run_id = ?)
-         UPDATE steps SET state = 'skipped', reason = ?
-         WHERE run_id = ? AND state = 'pending' AND name IN (SELECT name FROM downstream)",
+             SELECT n.step FROM step_needs n JOIN downstream d ON n.need = d.name WHERE n.run_id = $3)
+         UPDATE steps SET state = 'skipped', reason = $4
+         WHERE run_id = $5 AND state = 'pending' AND name IN (SELECT name FROM downstream)",
     )
     .bind(run_id)
     .bind(failed)

@@ -75,7 +75,7 @@ impl State {
         let token = format!("{TEAM_TOKEN_PREFIX}-{}", hex::encode(secret));
         let expires_at = now + ttl;
         sqlx::query(
-            "INSERT INTO api_tokens (sha256, team, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_tokens (sha256, team, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(hash(&token))
         .bind(team)
@@ -94,7 +94,7 @@ impl State {
         now: OffsetDateTime,
     ) -> Result<Result<String, TokenRefusal>, StateError> {
         let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT team, expires_at FROM api_tokens WHERE sha256 = ?")
+            sqlx::query_as("SELECT team, expires_at FROM api_tokens WHERE sha256 = $1")
                 .bind(hash(token))
                 .fetch_optional(self.pool())
                 .await
@@ -108,7 +108,7 @@ impl State {
 
     /// Records `team` as the submitter of `run_id`, unless a team is recorded already.
     pub async fn set_run_team(&self, run_id: &str, team: &str) -> Result<(), StateError> {
-        sqlx::query("UPDATE runs SET team = ? WHERE id = ? AND team IS NULL")
+        sqlx::query("UPDATE runs SET team = $1 WHERE id = $2 AND team IS NULL")
             .bind(team)
             .bind(run_id)
             .execute(self.pool())
@@ -119,7 +119,7 @@ impl State {
 
     /// The team that submitted `run_id` (`None` for an unknown run or one no team owns).
     pub async fn run_team(&self, run_id: &str) -> Result<Option<String>, StateError> {
-        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT team FROM runs WHERE id = ?")
+        let row: Option<(Option<String>,)> = sqlx::query_as("SELECT team FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(self.pool())
             .await
@@ -152,22 +152,24 @@ impl State {
         run_id: &str,
         now: OffsetDateTime,
     ) -> Result<CancelOutcome, StateError> {
-        let mut tx = self.begin_immediate().await?;
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT state, cancelled_at FROM runs WHERE id = ?")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_err("look up run"))?;
+        let mut tx = self.begin_write().await?;
+        let row: Option<(String, Option<String>)> = sqlx::query_as(self.locking(
+            "SELECT state, cancelled_at FROM runs WHERE id = $1",
+            "FOR UPDATE",
+        ))
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_err("look up run"))?;
         let outcome = match row {
             None => CancelOutcome::Unknown,
             Some((_, Some(_))) => CancelOutcome::Cancelled,
             Some((state, None)) if state != "running" => CancelOutcome::AlreadyFinished,
             Some(_) => {
                 let cancelled = sqlx::query(
-                    "UPDATE steps SET state = 'skipped', reason = ?, lease_id = NULL,
+                    "UPDATE steps SET state = 'skipped', reason = $1, lease_id = NULL,
                                       lease_deadline_ms = NULL
-                     WHERE run_id = ? AND state IN ('pending', 'running')",
+                     WHERE run_id = $2 AND state IN ('pending', 'running')",
                 )
                 .bind(CANCELLED_REASON)
                 .bind(run_id)
@@ -180,8 +182,8 @@ impl State {
                 }
                 let at = super::rfc3339(now);
                 sqlx::query(
-                    "UPDATE runs SET state = 'failed', finished_at = ?, cancelled_at = ?
-                     WHERE id = ?",
+                    "UPDATE runs SET state = 'failed', finished_at = $1, cancelled_at = $2
+                     WHERE id = $3",
                 )
                 .bind(&at)
                 .bind(&at)
@@ -200,16 +202,23 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Backend;
+    use crate::state::testing::TestDatabase;
 
-    async fn state() -> (tempfile::TempDir, State) {
+    async fn state(backend: Backend) -> (tempfile::TempDir, TestDatabase, State) {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(&dir.path().join("state.db")).await.unwrap();
-        (dir, state)
+        let db = TestDatabase::new(backend, &dir.path().join("state.db")).await;
+        let state = State::connect(db.database()).await.unwrap();
+        (dir, db, state)
     }
 
-    #[tokio::test]
-    async fn a_team_token_names_its_team_until_it_expires() {
-        let (_dir, state) = state().await;
+    crate::backend_tests! {
+        #[tokio::test] a_team_token_names_its_team_until_it_expires;
+        #[tokio::test] only_the_hash_of_a_team_token_is_stored;
+    }
+
+    async fn a_team_token_names_its_team_until_it_expires(backend: Backend) {
+        let (_dir, _db, state) = state(backend).await;
         let now = OffsetDateTime::now_utc();
         let made = state
             .create_team_token("blue", &[7; 32], std::time::Duration::from_secs(60), now)
@@ -231,9 +240,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn only_the_hash_of_a_team_token_is_stored() {
-        let (_dir, state) = state().await;
+    async fn only_the_hash_of_a_team_token_is_stored(backend: Backend) {
+        let (_dir, _db, state) = state(backend).await;
         let made = state
             .create_team_token(
                 "blue",

@@ -1,0 +1,21 @@
+-- kiln controller state, schema 4 (PostgreSQL; as ../sqlite/0004_teams.sql): submitter API
+-- tokens (docs/api.md, "Teams").
+
+-- Bearer tokens of teams (`kiln admin token create --team NAME`). Only the sha256 of the
+-- secret is kept. Times are unix milliseconds.
+CREATE TABLE api_tokens (
+    sha256      TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+    team        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+
+-- The team that submitted a run over the API; NULL for `kiln run` (all-in-one) runs, which no
+-- team can see through the API.
+ALTER TABLE runs ADD COLUMN team TEXT;
+CREATE INDEX runs_by_team ON runs (team);
+
+-- When the owning team cancelled the run (`POST /v1/runs/{id}/cancel`), RFC 3339. A cancelled
+-- run is stored with state 'failed' and its unfinished steps with state 'skipped' and reason
+-- 'cancelled'; the API shows both as 'cancelled'.
+ALTER TABLE runs ADD COLUMN cancelled_at TEXT;

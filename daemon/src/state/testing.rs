@@ -1,0 +1,160 @@
+//! Test support, for this crate's tests and the end-to-end tests: a fresh, empty database per
+//! test on each [`Backend`], and [`crate::backend_tests!`], which runs one async test body
+//! once per backend.
+//!
+//! PostgreSQL tests need a server: `scripts/postgres.sh` starts a throwaway one and prints
+//! `KILN_TEST_DATABASE_URL` (a URL whose role may create databases). Without that variable
+//! the PostgreSQL variants pass without running, except under `CI=true`, where they fail: CI
+//! must never skip them silently. Each [`TestDatabase`] on PostgreSQL is a database of its
+//! own, `kiln_t_<uuid>`, dropped when the value is dropped.
+//!
+//! Not for production use: it connects with the test URL and drops databases.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
+
+use super::{Backend, Database};
+
+/// The variable naming the PostgreSQL server tests use.
+pub const DATABASE_URL_VAR: &str = "KILN_TEST_DATABASE_URL";
+
+/// Whether the PostgreSQL variant of a test should run: `true` when
+/// [`DATABASE_URL_VAR`] is set; `false` (with a note on stderr) when it is not.
+///
+/// # Panics
+/// Under `CI=true` without the variable: CI must run the PostgreSQL tests.
+pub fn postgres_enabled() -> bool {
+    if std::env::var_os(DATABASE_URL_VAR).is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{DATABASE_URL_VAR} is not set, so the PostgreSQL tests cannot run; \
+         run `eval \"$(bash scripts/postgres.sh)\"` first"
+    );
+    eprintln!(
+        "not run on PostgreSQL: {DATABASE_URL_VAR} is not set (eval \"$(bash scripts/postgres.sh)\")"
+    );
+    false
+}
+
+/// A database for one test. On SQLite, a file named by the caller; on PostgreSQL, a new
+/// database on the test server, dropped with this value.
+#[derive(Debug)]
+pub struct TestDatabase {
+    database: Database,
+    /// (server URL, database name) of a PostgreSQL database to drop.
+    drop_on_drop: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh database on `backend`; `sqlite_file` is where the SQLite variant puts it.
+    ///
+    /// # Panics
+    /// On PostgreSQL, when [`DATABASE_URL_VAR`] is unset or the server refuses; tests only.
+    pub async fn new(backend: Backend, sqlite_file: &Path) -> Self {
+        match backend {
+            Backend::Sqlite => Self {
+                database: Database::Sqlite(sqlite_file.to_owned()),
+                drop_on_drop: None,
+            },
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    async fn postgres() -> Self {
+        let server = std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| {
+            panic!("{DATABASE_URL_VAR} is not set; run `eval \"$(bash scripts/postgres.sh)\"`")
+        });
+        let name = format!("kiln_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR}: {e}"));
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let _ = admin.close().await;
+        let mut url = AnyConnectOptions::from_str(&server)
+            .expect("a URL that PgConnection accepted")
+            .database_url;
+        url.set_path(&format!("/{name}"));
+        Self {
+            database: Database::Postgres(url.to_string()),
+            drop_on_drop: Some((server, name)),
+        }
+    }
+
+    /// The database, for [`super::State::connect`] or the daemon's configuration.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.drop_on_drop.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot block on its own futures: use a
+        // runtime of our own on a thread of our own. FORCE ends connections a pool left open.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let _ = admin.close().await;
+                Ok::<_, String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cannot drop test database: {e}"),
+            Err(_) => eprintln!("cannot drop test database: the dropping thread panicked"),
+        }
+    }
+}
+
+/// Runs each named `async fn NAME(backend: Backend)` as two tests, `NAME::sqlite` and
+/// `NAME::postgres`, under the given test attribute:
+///
+/// ```ignore
+/// kiln_daemon::backend_tests! {
+///     #[tokio::test] claims_are_exclusive;
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 4)] many_claimers;
+/// }
+/// ```
+///
+/// The PostgreSQL variant runs when [`postgres_enabled`] says so.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(#[$attr:meta] $name:ident;)*) => {$(
+        mod $name {
+            #[$attr]
+            async fn sqlite() {
+                super::$name($crate::state::Backend::Sqlite).await
+            }
+            #[$attr]
+            async fn postgres() {
+                if $crate::state::testing::postgres_enabled() {
+                    super::$name($crate::state::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
