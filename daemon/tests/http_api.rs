@@ -16,6 +16,8 @@ use kiln_core::{
     ExitRecord, LimitsRecord, LogRecord, MirrorRef, OutputRecord, SandboxRecord, Sha256Digest,
     StepRecord, StepSpec, UsageRecord,
 };
+use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::{Backend, Database};
 use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
 use time::OffsetDateTime;
 use tower::ServiceExt as _;
@@ -44,15 +46,20 @@ struct Env {
     router: Router,
     /// Team `blue`'s bearer token, sent with every request.
     token: String,
+    /// The state database (on PostgreSQL, dropped with the `Env`).
+    db: TestDatabase,
 }
 
 impl Env {
     /// A data dir with a rootfs `busybox@1` and a file input `words@1` in the mirror.
-    async fn new() -> Self {
+    async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
         {
-            let controller = kiln_daemon::Controller::open(&data).await.unwrap();
+            let controller = kiln_daemon::Controller::open_with(&data, Some(db.database()))
+                .await
+                .unwrap();
             let rootfs = dir.path().join("rootfs");
             std::fs::create_dir_all(rootfs.join("bin")).unwrap();
             std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
@@ -68,9 +75,9 @@ impl Env {
                 .unwrap();
             controller.state().close().await;
         }
-        let token = make_token(&data, "blue", Duration::from_secs(3600)).await;
+        let token = make_token(&data, db.database(), "blue", Duration::from_secs(3600)).await;
         let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
-        let server = open_server(&data, clock.clone()).await;
+        let server = open_server(&data, db.database(), clock.clone()).await;
         let router = server.router();
         Self {
             dir,
@@ -78,7 +85,13 @@ impl Env {
             server: Some(server),
             router,
             token,
+            db,
         }
+    }
+
+    /// A bearer token for `team`, made like `kiln admin token create`.
+    async fn make_token(&self, team: &str, ttl: Duration) -> String {
+        make_token(&self.data_dir(), self.db.database(), team, ttl).await
     }
 
     fn data_dir(&self) -> std::path::PathBuf {
@@ -90,7 +103,7 @@ impl Env {
         let old = self.server.take().unwrap();
         old.dispatcher().controller().state().close().await;
         drop(old);
-        let server = open_server(&self.data_dir(), self.clock.clone()).await;
+        let server = open_server(&self.data_dir(), self.db.database(), self.clock.clone()).await;
         server.dispatcher().tick().await.unwrap();
         self.router = server.router();
         self.server = Some(server);
@@ -259,8 +272,10 @@ impl Env {
 }
 
 /// A bearer token for `team`, made in the data dir like `kiln admin token create`.
-async fn make_token(data: &Path, team: &str, ttl: Duration) -> String {
-    let controller = kiln_daemon::Controller::open(data).await.unwrap();
+async fn make_token(data: &Path, db: &Database, team: &str, ttl: Duration) -> String {
+    let controller = kiln_daemon::Controller::open_with(data, Some(db))
+        .await
+        .unwrap();
     let secret = kiln_daemon::state::random_secret().unwrap();
     let made = controller
         .state()
@@ -271,8 +286,9 @@ async fn make_token(data: &Path, team: &str, ttl: Duration) -> String {
     made.token
 }
 
-async fn open_server(data: &Path, clock: Arc<ManualClock>) -> Server {
+async fn open_server(data: &Path, db: &Database, clock: Arc<ManualClock>) -> Server {
     let mut config = ServerConfig::new(data.to_owned());
+    config.database = Some(db.clone());
     // Small JSON limit: blob bodies must not be subject to it.
     config.limits.json_bytes = 1 << 20;
     config.dispatch = DispatchConfig {
@@ -360,13 +376,32 @@ steps:
   - { name: d, run: 'true', outputs: [x] }
 ";
 
+kiln_daemon::backend_tests! {
+    #[tokio::test] submitted_run_is_leased_reported_and_published;
+    #[tokio::test] malformed_pipeline_is_refused_with_one_line_diagnostics_and_nothing_recorded;
+    #[tokio::test] repeated_request_id_returns_the_same_run;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)] concurrent_claims_never_hand_out_one_step_twice;
+    #[tokio::test] expired_lease_is_leased_again_and_the_old_report_is_refused;
+    #[tokio::test] report_from_another_worker_is_refused;
+    #[tokio::test] report_naming_a_blob_that_was_not_uploaded_is_refused;
+    #[tokio::test] blob_upload_with_wrong_bytes_is_refused_and_not_kept;
+    #[tokio::test] large_blob_round_trips_through_the_streamed_routes;
+    #[tokio::test] failed_step_skips_its_dependents;
+    #[tokio::test] step_fails_once_its_attempts_are_exhausted;
+    #[tokio::test] restarted_daemon_resumes_runs_and_keeps_leases;
+    #[tokio::test] run_finished_just_before_a_crash_is_published_on_restart;
+    #[tokio::test] team_routes_refuse_a_missing_malformed_or_unknown_token;
+    #[tokio::test] expired_team_token_is_refused;
+    #[tokio::test] a_team_cannot_see_another_teams_run;
+    #[tokio::test] cancel_revokes_leases_and_the_late_report_is_refused;
+}
+
 fn step<'a>(run: &'a v1::RunView, name: &str) -> &'a v1::StepView {
     run.steps.iter().find(|s| s.name == name).unwrap()
 }
 
-#[tokio::test]
-async fn submitted_run_is_leased_reported_and_published() {
-    let env = Env::new().await;
+async fn submitted_run_is_leased_reported_and_published(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     assert_eq!(run.state, v1::RunState::Running);
     assert!(run.steps.iter().all(|s| s.state == v1::StepState::Pending));
@@ -432,9 +467,10 @@ async fn submitted_run_is_leased_reported_and_published() {
     assert_eq!(list.len(), 1);
 }
 
-#[tokio::test]
-async fn malformed_pipeline_is_refused_with_one_line_diagnostics_and_nothing_recorded() {
-    let env = Env::new().await;
+async fn malformed_pipeline_is_refused_with_one_line_diagnostics_and_nothing_recorded(
+    backend: Backend,
+) {
+    let env = Env::new(backend).await;
     let state = env
         .server
         .as_ref()
@@ -474,9 +510,8 @@ async fn malformed_pipeline_is_refused_with_one_line_diagnostics_and_nothing_rec
     assert_eq!(state.row_counts().await.unwrap(), before);
 }
 
-#[tokio::test]
-async fn repeated_request_id_returns_the_same_run() {
-    let env = Env::new().await;
+async fn repeated_request_id_returns_the_same_run(backend: Backend) {
+    let env = Env::new(backend).await;
     let (first, body) = env.submit(TWO_STEPS, Some("req-1")).await;
     assert_eq!(first, StatusCode::CREATED);
     let a: v1::RunView = serde_json::from_slice(&body).unwrap();
@@ -507,9 +542,8 @@ async fn repeated_request_id_returns_the_same_run() {
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_never_hand_out_one_step_twice() {
-    let env = Arc::new(Env::new().await);
+async fn concurrent_claims_never_hand_out_one_step_twice(backend: Backend) {
+    let env = Arc::new(Env::new(backend).await);
     let mut yaml = String::from("version: 1\nname: wide\nrootfs: busybox@1\nsteps:\n");
     const STEPS: usize = 60;
     for i in 0..STEPS {
@@ -543,9 +577,8 @@ async fn concurrent_claims_never_hand_out_one_step_twice() {
     );
 }
 
-#[tokio::test]
-async fn expired_lease_is_leased_again_and_the_old_report_is_refused() {
-    let env = Env::new().await;
+async fn expired_lease_is_leased_again_and_the_old_report_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w1 = env.register("w1").await;
     let w2 = env.register("w2").await;
@@ -591,9 +624,8 @@ async fn expired_lease_is_leased_again_and_the_old_report_is_refused() {
     assert_eq!(log, b"log of make\n");
 }
 
-#[tokio::test]
-async fn report_from_another_worker_is_refused() {
-    let env = Env::new().await;
+async fn report_from_another_worker_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w1 = env.register("w1").await;
     let w2 = env.register("w2").await;
@@ -624,9 +656,8 @@ async fn report_from_another_worker_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn report_naming_a_blob_that_was_not_uploaded_is_refused() {
-    let env = Env::new().await;
+async fn report_naming_a_blob_that_was_not_uploaded_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w = env.register("w").await;
     let lease = env.claim(&w).await.unwrap();
@@ -662,9 +693,8 @@ async fn report_naming_a_blob_that_was_not_uploaded_is_refused() {
     assert_eq!(step(&view, "make").state, v1::StepState::Leased);
 }
 
-#[tokio::test]
-async fn blob_upload_with_wrong_bytes_is_refused_and_not_kept() {
-    let env = Env::new().await;
+async fn blob_upload_with_wrong_bytes_is_refused_and_not_kept(backend: Backend) {
+    let env = Env::new(backend).await;
     let claimed = Sha256Digest::of(b"the real bytes");
     assert_eq!(
         env.put_blob(&claimed, b"other bytes").await,
@@ -699,9 +729,8 @@ async fn blob_upload_with_wrong_bytes_is_refused_and_not_kept() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn large_blob_round_trips_through_the_streamed_routes() {
-    let env = Env::new().await;
+async fn large_blob_round_trips_through_the_streamed_routes(backend: Backend) {
+    let env = Env::new(backend).await;
     // Larger than the JSON body limit (and axum's default 2 MiB), in many chunks.
     let bytes: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
     let digest = Sha256Digest::of(&bytes);
@@ -717,9 +746,8 @@ async fn large_blob_round_trips_through_the_streamed_routes() {
     assert!(back == bytes, "the blob came back different");
 }
 
-#[tokio::test]
-async fn failed_step_skips_its_dependents() {
-    let env = Env::new().await;
+async fn failed_step_skips_its_dependents(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(CHAIN).await;
     let w = env.register("w").await;
     let a = env.claim(&w).await.unwrap();
@@ -742,9 +770,8 @@ async fn failed_step_skips_its_dependents() {
     assert_eq!(step(&view, "d").state, v1::StepState::Succeeded);
 }
 
-#[tokio::test]
-async fn step_fails_once_its_attempts_are_exhausted() {
-    let env = Env::new().await;
+async fn step_fails_once_its_attempts_are_exhausted(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w = env.register("w").await;
     for attempt in 1..=3 {
@@ -770,9 +797,8 @@ async fn step_fails_once_its_attempts_are_exhausted() {
     assert!(view.artifacts.is_empty());
 }
 
-#[tokio::test]
-async fn restarted_daemon_resumes_runs_and_keeps_leases() {
-    let mut env = Env::new().await;
+async fn restarted_daemon_resumes_runs_and_keeps_leases(backend: Backend) {
+    let mut env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w = env.register("w").await;
     let make = env.claim(&w).await.unwrap();
@@ -799,9 +825,8 @@ async fn restarted_daemon_resumes_runs_and_keeps_leases() {
     assert_eq!(env.run(&run.id).await.state, v1::RunState::Succeeded);
 }
 
-#[tokio::test]
-async fn run_finished_just_before_a_crash_is_published_on_restart() {
-    let mut env = Env::new().await;
+async fn run_finished_just_before_a_crash_is_published_on_restart(backend: Backend) {
+    let mut env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w = env.register("w").await;
     let make = env.claim(&w).await.unwrap();
@@ -830,9 +855,8 @@ async fn run_finished_just_before_a_crash_is_published_on_restart() {
     assert_eq!(view.artifacts.len(), 1);
 }
 
-#[tokio::test]
-async fn team_routes_refuse_a_missing_malformed_or_unknown_token() {
-    let env = Env::new().await;
+async fn team_routes_refuse_a_missing_malformed_or_unknown_token(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let uri = format!("/v1/runs/{}", run.id);
     for auth in [
@@ -850,10 +874,9 @@ async fn team_routes_refuse_a_missing_malformed_or_unknown_token() {
     }
 }
 
-#[tokio::test]
-async fn expired_team_token_is_refused() {
-    let env = Env::new().await;
-    let token = make_token(&env.data_dir(), "blue", Duration::from_secs(60)).await;
+async fn expired_team_token_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
+    let token = env.make_token("blue", Duration::from_secs(60)).await;
     let auth = format!("Bearer {token}");
     let (status, _) = env
         .call_as(Some(&auth), Method::GET, "/v1/runs", Body::empty())
@@ -867,13 +890,12 @@ async fn expired_team_token_is_refused() {
     assert!(String::from_utf8_lossy(&body).contains("expired"));
 }
 
-#[tokio::test]
-async fn a_team_cannot_see_another_teams_run() {
-    let env = Env::new().await;
+async fn a_team_cannot_see_another_teams_run(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let red = format!(
         "Bearer {}",
-        make_token(&env.data_dir(), "red", Duration::from_secs(3600)).await
+        env.make_token("red", Duration::from_secs(3600)).await
     );
     for uri in [
         format!("/v1/runs/{}", run.id),
@@ -897,16 +919,15 @@ async fn a_team_cannot_see_another_teams_run() {
     assert_eq!(list.len(), 1);
 }
 
-#[tokio::test]
-async fn cancel_revokes_leases_and_the_late_report_is_refused() {
-    let env = Env::new().await;
+async fn cancel_revokes_leases_and_the_late_report_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit_ok(TWO_STEPS).await;
     let w1 = env.register("w1").await;
     let lease = env.claim(&w1).await.unwrap();
     let record = env.record(&lease.spec, 0, &[("greeting", b"hi")]).await;
     let red = format!(
         "Bearer {}",
-        make_token(&env.data_dir(), "red", Duration::from_secs(3600)).await
+        env.make_token("red", Duration::from_secs(3600)).await
     );
     let uri = format!("/v1/runs/{}/cancel", run.id);
     let (status, _) = env

@@ -6,18 +6,26 @@ use std::path::Path;
 use kiln_attest::keys::KeyPair;
 use kiln_daemon::Controller;
 use kiln_daemon::controller::{Admission, ControllerError};
-use kiln_daemon::state::AddOutcome;
+use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::{AddOutcome, Backend};
+
+kiln_daemon::backend_tests! {
+    #[tokio::test] a_refusal_does_not_remove_a_blob_another_entry_uses;
+    #[tokio::test] a_kiln_signature_from_a_policy_signer_is_admitted_and_kept;
+}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-#[tokio::test]
-async fn a_refusal_does_not_remove_a_blob_another_entry_uses() {
+async fn a_refusal_does_not_remove_a_blob_another_entry_uses(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let controller = Controller::open(&data).await.unwrap();
+    let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
+    let controller = Controller::open_with(&data, Some(db.database()))
+        .await
+        .unwrap();
     let file = dir.path().join("src/lib.tar");
     write(&file, "shared bytes\n");
     let (zlib, _) = controller
@@ -45,11 +53,13 @@ async fn a_refusal_does_not_remove_a_blob_another_entry_uses() {
     assert_eq!(entries.len(), 1, "{entries:?}");
 }
 
-#[tokio::test]
-async fn a_kiln_signature_from_a_policy_signer_is_admitted_and_kept() {
+async fn a_kiln_signature_from_a_policy_signer_is_admitted_and_kept(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let controller = Controller::open(&data).await.unwrap();
+    let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
+    let controller = Controller::open_with(&data, Some(db.database()))
+        .await
+        .unwrap();
     let pair = KeyPair::generate().unwrap();
     let public = dir.path().join("k.pub");
     write(&public, &pair.public_key_pem().unwrap());

@@ -1,0 +1,123 @@
+//! Two controllers over one database, as two daemons sharing one PostgreSQL server would be:
+//! however many claimers race on either, every step is leased exactly once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kiln_core::Sha256Digest;
+use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::{Backend, NewRun, NewStep, NewWorker, State, Submission};
+use time::OffsetDateTime;
+
+const STEPS: usize = 200;
+const CLAIMERS_PER_STATE: usize = 8;
+
+kiln_daemon::backend_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    two_controllers_never_lease_one_step_twice;
+}
+
+async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
+    let first = State::connect(db.database()).await.unwrap();
+    let second = State::connect(db.database()).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+
+    let names: Vec<String> = (0..STEPS).map(|i| format!("s{i:03}")).collect();
+    let sha: Sha256Digest = "ab".repeat(32).parse().unwrap();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    first
+        .create_run(&NewRun {
+            id: &run_id,
+            pipeline_name: "wide",
+            pipeline_file: "wide.yaml",
+            pipeline_sha256: &sha,
+            started_at: now,
+            steps: names
+                .iter()
+                .map(|name| NewStep { name, needs: &[] })
+                .collect(),
+            submission: Some(Submission {
+                pipeline_yaml: "version: 1",
+                resolution_json: "{}".into(),
+                request_id: None,
+            }),
+        })
+        .await
+        .unwrap();
+
+    // Every claimer starts at once.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * CLAIMERS_PER_STATE));
+    let mut claimers = tokio::task::JoinSet::new();
+    for (s, state) in [first.clone(), second.clone()].into_iter().enumerate() {
+        for c in 0..CLAIMERS_PER_STATE {
+            let worker = format!("w{s}-{c}");
+            state
+                .register_worker(&NewWorker {
+                    id: &worker,
+                    name: &worker,
+                    slots: 1,
+                    labels_json: "{}",
+                    registered_at: now,
+                })
+                .await
+                .unwrap();
+            let state = state.clone();
+            let start = start.clone();
+            claimers.spawn(async move {
+                start.wait().await;
+                let mut leased = Vec::new();
+                loop {
+                    let lease = uuid::Uuid::new_v4().to_string();
+                    let claimed = state
+                        .claim_step(&worker, &lease, now, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    let Some(claimed) = claimed else { break };
+                    leased.push((claimed.step, worker.clone()));
+                }
+                leased
+            });
+        }
+    }
+    let mut by_step: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut per_state = [0usize; 2];
+    for leased in claimers.join_all().await {
+        for (step, worker) in leased {
+            per_state[usize::from(worker.starts_with("w1"))] += 1;
+            by_step.entry(step).or_default().push(worker);
+        }
+    }
+    let twice: Vec<_> = by_step.iter().filter(|(_, w)| w.len() > 1).collect();
+    assert!(twice.is_empty(), "leased more than once: {twice:?}");
+    assert_eq!(by_step.len(), STEPS, "every step leased");
+    // SQLite's busy handler is unfair (a waiting connection sleeps and retries), so one
+    // controller may take every step; PostgreSQL queues lock waiters, and SKIP LOCKED
+    // lets both controllers lease at once.
+    if backend == Backend::Postgres {
+        assert!(
+            per_state.iter().all(|&n| n > 0),
+            "both controllers leased steps: {per_state:?}"
+        );
+    }
+
+    let detail = second.run_detail(&run_id).await.unwrap().unwrap();
+    assert_eq!(detail.steps.len(), STEPS);
+    for step in &detail.steps {
+        assert_eq!(step.state, "running", "{}", step.name);
+        assert_eq!(
+            step.attempts, 1,
+            "{} leased {} times",
+            step.name, step.attempts
+        );
+        assert_eq!(
+            step.worker_id.as_deref(),
+            Some(by_step[&step.name][0].as_str()),
+            "{}: the database and the claimer agree on the holder",
+            step.name
+        );
+    }
+    first.close().await;
+    second.close().await;
+}
