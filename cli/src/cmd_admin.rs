@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use kiln_daemon::Controller;
 use kiln_daemon::pki::{Enrollment, Pki};
+use kiln_daemon::state::Database;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -72,9 +73,13 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-pub fn run(data_dir: &Path, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    data_dir: &Path,
+    database: Option<&Database>,
+    cmd: AdminCommand,
+) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
-        let controller = Controller::open(data_dir)
+        let controller = Controller::open_with(data_dir, database)
             .await
             .context("cannot open the data dir")?;
         match cmd {

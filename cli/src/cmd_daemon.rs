@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use kiln_daemon::state::Database;
 use kiln_daemon::{DispatchConfig, Server, ServerConfig};
 
 #[derive(Args, Debug)]
@@ -39,7 +40,11 @@ pub struct DaemonArgs {
     worker_cert_ttl: u64,
 }
 
-pub fn run(data_dir: &Path, args: DaemonArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    data_dir: &Path,
+    database: Option<Database>,
+    args: DaemonArgs,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.tls || args.listen.ip().is_loopback(),
         "--listen {}: without --tls nothing is authenticated, so the daemon listens only on \
@@ -47,6 +52,7 @@ pub fn run(data_dir: &Path, args: DaemonArgs) -> anyhow::Result<ExitCode> {
         args.listen
     );
     let config = ServerConfig {
+        database,
         key: args.key,
         dispatch: DispatchConfig {
             lease_ttl: Duration::from_secs(args.lease_ttl),

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_daemon::Controller;
 use kiln_daemon::controller::Admission;
-use kiln_daemon::state::{AddOutcome, MirrorEntry, MirrorEvidence};
+use kiln_daemon::state::{AddOutcome, Database, MirrorEntry, MirrorEvidence};
 
 #[derive(Subcommand, Debug)]
 pub enum MirrorCommand {
@@ -56,9 +56,13 @@ pub enum MirrorCommand {
     },
 }
 
-pub fn run(data_dir: &Path, cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    data_dir: &Path,
+    database: Option<&Database>,
+    cmd: MirrorCommand,
+) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
-        let controller = Controller::open(data_dir)
+        let controller = Controller::open_with(data_dir, database)
             .await
             .context("cannot open the data dir")?;
         match cmd {

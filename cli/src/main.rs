@@ -24,6 +24,18 @@ struct Cli {
     /// Where kiln keeps its state, store and key [default: $XDG_DATA_HOME/kiln or ~/.local/share/kiln].
     #[arg(long, global = true, env = "KILN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the controller's state in this database instead of DATA/state.sqlite:
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (several daemons may share one) or
+    /// `sqlite:PATH`. Used by `daemon`, `mirror` and `admin`; prefer the environment variable
+    /// for a URL with a password.
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<kiln_daemon::state::Database>,
     /// Log filter, e.g. `info` or `kiln_worker=debug`.
     #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
     log: String,
@@ -84,11 +96,11 @@ fn main() -> ExitCode {
     let data_dir = data_dir::resolve(cli.data_dir);
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&data_dir, args),
-        Command::Daemon(args) => cmd_daemon::run(&data_dir, args),
+        Command::Daemon(args) => cmd_daemon::run(&data_dir, cli.database_url, args),
         Command::Check(args) => cmd_run::check(args),
-        Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cmd),
+        Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
-        Command::Admin(cmd) => cmd_admin::run(&data_dir, cmd),
+        Command::Admin(cmd) => cmd_admin::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Verify(args) => cmd_verify::run(args),
         Command::Worker(args) => cmd_worker::run(&data_dir, args),
         Command::Submit(args) => cmd_submit::submit(args),
