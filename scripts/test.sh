@@ -23,6 +23,9 @@ echo "== the toolchain rootfs the end-to-end tests build C programs in"
 export KILN_TEST_ROOTFS=$PWD/target/test-rootfs
 [ -e "$KILN_TEST_ROOTFS/etc/kiln-rootfs-packages" ] || bash scripts/make-toolchain-rootfs.sh --force "$KILN_TEST_ROOTFS"
 
+echo "== the PostgreSQL server the state tests run on too (under target/pg)"
+eval "$(bash scripts/postgres.sh)"
+
 echo "== tests"
 cargo test --locked --workspace --doc
 cargo nextest run --locked --workspace --no-fail-fast
