@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyConnection, AnyPool, Connection as _};
 use sqlx::{ConnectOptions as _, Executor as _};
 
 use super::StateError;
@@ -122,6 +122,14 @@ pub(super) async fn connect(db: &Database) -> Result<AnyPool, StateError> {
         Database::Sqlite(path) => connect_sqlite(path).await.map_err(open_err)?,
         Database::Postgres(url) => {
             let options = AnyConnectOptions::from_str(url).map_err(open_err)?;
+            // One connection first: its error says why (refused, authentication, no such
+            // database), where the pool's would only say that it timed out.
+            AnyConnection::connect_with(&options)
+                .await
+                .map_err(open_err)?
+                .close()
+                .await
+                .map_err(open_err)?;
             AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(30))
