@@ -15,19 +15,16 @@ const CLAIMERS_PER_STATE: usize = 8;
 kiln_daemon::backend_tests! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     two_controllers_never_lease_one_step_twice;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    two_controllers_expire_each_lease_once;
 }
 
-async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
-    let first = State::connect(db.database()).await.unwrap();
-    let second = State::connect(db.database()).await.unwrap();
-    let now = OffsetDateTime::now_utc();
-
-    let names: Vec<String> = (0..STEPS).map(|i| format!("s{i:03}")).collect();
+/// A submitted run of `steps` independent steps, created through `state`.
+async fn wide_run(state: &State, steps: usize, now: OffsetDateTime) -> String {
+    let names: Vec<String> = (0..steps).map(|i| format!("s{i:03}")).collect();
     let sha: Sha256Digest = "ab".repeat(32).parse().unwrap();
     let run_id = uuid::Uuid::now_v7().to_string();
-    first
+    state
         .create_run(&NewRun {
             id: &run_id,
             pipeline_name: "wide",
@@ -46,6 +43,30 @@ async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
         })
         .await
         .unwrap();
+    run_id
+}
+
+async fn worker(state: &State, id: &str, now: OffsetDateTime) {
+    state
+        .register_worker(&NewWorker {
+            id,
+            name: id,
+            slots: 1,
+            labels_json: "{}",
+            registered_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
+    let first = State::connect(db.database()).await.unwrap();
+    let second = State::connect(db.database()).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+
+    let run_id = wide_run(&first, STEPS, now).await;
 
     // Every claimer starts at once.
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * CLAIMERS_PER_STATE));
@@ -53,16 +74,7 @@ async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
     for (s, state) in [first.clone(), second.clone()].into_iter().enumerate() {
         for c in 0..CLAIMERS_PER_STATE {
             let worker = format!("w{s}-{c}");
-            state
-                .register_worker(&NewWorker {
-                    id: &worker,
-                    name: &worker,
-                    slots: 1,
-                    labels_json: "{}",
-                    registered_at: now,
-                })
-                .await
-                .unwrap();
+            self::worker(&state, &worker, now).await;
             let state = state.clone();
             let start = start.clone();
             claimers.spawn(async move {
@@ -117,6 +129,67 @@ async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
             "{}: the database and the claimer agree on the holder",
             step.name
         );
+    }
+    first.close().await;
+    second.close().await;
+}
+
+/// Both controllers' ticks expire the same leases at once: each lease is ended by exactly one
+/// of them, so every step goes back to pending once and no attempt is counted twice.
+async fn two_controllers_expire_each_lease_once(backend: Backend) {
+    const LEASES: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
+    let first = State::connect(db.database()).await.unwrap();
+    let second = State::connect(db.database()).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let run_id = wide_run(&first, LEASES, now).await;
+    worker(&first, "w", now).await;
+    for _ in 0..LEASES {
+        let lease = uuid::Uuid::new_v4().to_string();
+        first
+            .claim_step("w", &lease, now, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("a ready step");
+    }
+
+    let later = now + Duration::from_secs(5);
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tickers = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let state = if t % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let start = start.clone();
+        tickers.spawn(async move {
+            start.wait().await;
+            let mut ended = Vec::new();
+            for _ in 0..5 {
+                ended.extend(state.expire_leases(later, 3).await.unwrap());
+            }
+            ended
+        });
+    }
+    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
+    for ended in tickers.join_all().await {
+        for lease in ended {
+            assert!(!lease.gave_up, "{lease:?}");
+            *by_step.entry(lease.step).or_default() += 1;
+        }
+    }
+    assert_eq!(by_step.len(), LEASES, "every lease expired");
+    assert!(
+        by_step.values().all(|&n| n == 1),
+        "expired more than once: {by_step:?}"
+    );
+    let detail = second.run_detail(&run_id).await.unwrap().unwrap();
+    for step in &detail.steps {
+        assert_eq!(step.state, "pending", "{}", step.name);
+        assert_eq!(step.attempts, 1, "{}", step.name);
+        assert_eq!(step.worker_id, None, "{}", step.name);
     }
     first.close().await;
     second.close().await;
