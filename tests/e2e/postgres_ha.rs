@@ -1,13 +1,15 @@
 //! Two real `kiln daemon` processes sharing one PostgreSQL database (and one data dir, for the
-//! store and the key): workers claiming from both at once never get one step twice.
+//! store and the key): workers claiming from both at once never get one step twice, and a
+//! pipeline run by a real `kiln worker` on each daemon completes with every step run once.
 //!
-//! Needs `KILN_TEST_DATABASE_URL` (`eval "$(bash scripts/postgres.sh)"`); without it the test
-//! passes without running, except under `CI=true`, where it fails. No step runs: the test plays
-//! the workers over HTTP, so it needs neither root nor a sandbox.
+//! Needs `KILN_TEST_DATABASE_URL` (`eval "$(bash scripts/postgres.sh)"`); without it the tests
+//! pass without running, except under `CI=true`, where they fail. The first test plays the
+//! workers over HTTP; the second runs steps in the sandbox (root, like the other e2e tests).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -46,9 +48,23 @@ fn kiln_ok(data: &Path, database: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A `kiln daemon` whose process group is killed on drop.
+/// A child process whose process group is killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `kiln daemon` listening on `url`.
 struct Daemon {
-    child: Child,
+    _proc: Proc,
     url: String,
 }
 
@@ -59,6 +75,7 @@ impl Daemon {
             .arg(data)
             .args(["daemon", "--listen", "127.0.0.1:0"])
             .env("KILN_DATABASE_URL", database)
+            .env_remove("KILN_DATA_DIR")
             .env("KILN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -67,6 +84,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let proc = Proc(child);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -83,18 +101,7 @@ impl Daemon {
                     fs::read_to_string(log).unwrap_or_default()
                 )
             });
-        Self { child, url }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Self { _proc: proc, url }
     }
 }
 
@@ -207,4 +214,173 @@ async fn two_daemons_on_one_database_never_lease_a_step_twice() {
     }
     drop(first);
     drop(second);
+}
+
+/// A tiny rootfs: static busybox and the applets the pipeline uses.
+fn busybox_rootfs(root: &Path) {
+    for dir in ["bin", "etc"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    for applet in ["sh", "cat", "echo", "sleep", "true"] {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nbuilder:x:1000:1000::/work:/bin/sh\n",
+    )
+    .unwrap();
+}
+
+/// A diamond with a fan-out: `a` feeds eight `b`s, which `c` joins into the artifact. Each `b`
+/// takes a second, more than one worker's two slots can absorb, so both workers get some.
+fn diamond() -> String {
+    let mut yaml = String::from(
+        "version: 1\nname: diamond\nrootfs: busybox@1\nsteps:\n  - name: a\n    run: echo a > /out/a\n    outputs: [a]\n",
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!(
+            "  - name: b{i}\n    needs: [a]\n    run: sleep 1; cat /in/a/a > /out/b; echo {i} >> /out/b\n    outputs: [b]\n"
+        ));
+    }
+    yaml.push_str("  - name: c\n    needs: [");
+    yaml.push_str(
+        &(0..8)
+            .map(|i| format!("b{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    yaml.push_str("]\n    run: cat ");
+    yaml.push_str(
+        &(0..8)
+            .map(|i| format!("/in/b{i}/b"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    yaml.push_str(
+        " > /out/all\n    outputs: [all]\nartifacts:\n  - { name: all, from: c, path: all }\n",
+    );
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_completes_across_two_daemons_on_one_database() {
+    if !postgres_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = TestDatabase::new(Backend::Postgres, &dir.path().join("unused.sqlite")).await;
+    let kiln_daemon::state::Database::Postgres(url) = db.database().clone() else {
+        unreachable!("a PostgreSQL test database")
+    };
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    kiln_ok(
+        &data,
+        &url,
+        &[
+            "mirror",
+            "import-rootfs",
+            rootfs.to_str().unwrap(),
+            "--name",
+            "busybox@1",
+        ],
+    );
+    let token = kiln_ok(&data, &url, &["admin", "token", "create", "--team", "blue"])
+        .lines()
+        .find_map(|l| l.strip_prefix("token: ").map(str::to_owned))
+        .expect("a token line");
+    kiln_ok(&data, &url, &["keys", "public"]);
+    let daemons = [
+        Daemon::start(&data, &url, &dir.path().join("first.log")),
+        Daemon::start(&data, &url, &dir.path().join("second.log")),
+    ];
+    // One worker per daemon, each with its own data dir and host ids.
+    let workers: Vec<Proc> = daemons
+        .iter()
+        .enumerate()
+        .map(|(i, daemon)| {
+            let log = dir.path().join(format!("worker{i}.log"));
+            let ids = format!("{}:16", 1_460_000 + 100 * i);
+            let child = Command::new(kiln_bin())
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("worker{i}")))
+                .args(["worker", "--controller", &daemon.url, "--name"])
+                .arg(format!("w{i}"))
+                .args(["--slots", "2", "--host-ids", &ids])
+                .env_remove("KILN_DATA_DIR")
+                .env_remove("KILN_DATABASE_URL")
+                .env("KILN_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).unwrap())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            Proc(child)
+        })
+        .collect();
+
+    let team = Client::new(&daemons[0].url).unwrap().with_token(&token);
+    let run = team
+        .submit_run(&v1::SubmitRun {
+            pipeline_file: "diamond.yaml".into(),
+            pipeline_yaml: diamond(),
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .run()
+        .id
+        .clone();
+    let other = Client::new(&daemons[1].url).unwrap().with_token(&token);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let view = loop {
+        let view = other.get_run(&run).await.unwrap();
+        if view.state != v1::RunState::Running {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish: {view:?}\n{}",
+            logs(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        view.state,
+        v1::RunState::Succeeded,
+        "{view:?}\n{}",
+        logs(dir.path())
+    );
+    assert_eq!(view.steps.len(), 10);
+    for step in &view.steps {
+        assert_eq!(step.attempts, 1, "{step:?}");
+    }
+    let ran_on: std::collections::BTreeSet<_> =
+        view.steps.iter().filter_map(|s| s.worker.clone()).collect();
+    assert_eq!(ran_on.len(), 2, "both workers ran steps: {view:?}");
+    // Either daemon serves the artifact, from the shared store.
+    let artifact = view.artifacts.iter().find(|a| a.name == "all").unwrap();
+    let out = dir.path().join("all");
+    team.download_artifact(&run, "all", &artifact.sha256, &out)
+        .await
+        .unwrap();
+    let expected: String = (0..8).map(|i| format!("a\n{i}\n")).collect();
+    assert_eq!(fs::read_to_string(&out).unwrap(), expected);
+    drop(workers);
+    drop(daemons);
+}
+
+fn logs(dir: &Path) -> String {
+    ["first.log", "second.log", "worker0.log", "worker1.log"]
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {f}\n{}",
+                fs::read_to_string(dir.join(f)).unwrap_or_default()
+            )
+        })
+        .collect()
 }
