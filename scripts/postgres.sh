@@ -6,7 +6,8 @@
 #
 # Prints `export KILN_TEST_DATABASE_URL=…` on stdout (progress goes to stderr), so callers do
 #   eval "$(bash scripts/postgres.sh)"
-# Idempotent: a second call reuses the running server. Nothing is written outside target/.
+# Idempotent: a second call reuses the running server. Nothing is written outside target/
+# (unless the postgres user cannot reach it: then a temp dir, which the script names).
 # `bash scripts/postgres.sh stop` stops the server; `rm -rf target/pg` forgets it.
 # Run as root on Debian 12 (installs `postgresql` with apt-get when initdb is absent).
 set -euo pipefail
@@ -24,7 +25,7 @@ say() { echo "postgres.sh: $*" >&2; }
 # when we are not root).
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -42,9 +43,29 @@ bindir() {
 if ! bin=$(bindir); then
     say "installing postgresql with apt-get"
     [ "$(id -u)" = 0 ] || { say "initdb is missing; run as root to install postgresql"; exit 1; }
+    # Only the binaries: no system cluster on port 5432 (Debian makes one unless told not to).
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
     bin=$(bindir)
+fi
+
+mkdir -p "$root"
+if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$root"
+    # The server runs as `postgres`, which must reach target/pg: a checkout under a private
+    # home directory is out of its reach, so the cluster goes to a temp dir named after it.
+    if ! runuser -u postgres -- test -w "$root"; then
+        root=${TMPDIR:-/tmp}/kiln-pg-$(echo "$PWD" | sha256sum | cut -c1-12)
+        say "the postgres user cannot reach $PWD/target/pg; using $root"
+        mkdir -p "$root"
+        chown postgres: "$root"
+        data=$root/data
+        log=$root/server.log
+    fi
 fi
 
 if [ "${1:-}" = stop ]; then
@@ -54,9 +75,14 @@ if [ "${1:-}" = stop ]; then
     exit 0
 fi
 
-mkdir -p "$root"
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$root"
+# A kiln test server of another checkout on this port (CI's clone beside a developer's tree):
+# tests only make and drop their own databases, so share it.
+if ! as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1 \
+    && "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" \
+    && "$bin/psql" "$url" -XAtq -c "SELECT 1" >/dev/null 2>&1; then
+    say "reusing the kiln test server already on 127.0.0.1:$port"
+    echo "export KILN_TEST_DATABASE_URL=$url"
+    exit 0
 fi
 
 if [ ! -e "$data/PG_VERSION" ]; then
