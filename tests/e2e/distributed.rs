@@ -351,3 +351,63 @@ fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted() {
     cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
 }
+
+#[test]
+fn kiln_worker_drain_lets_the_running_step_finish_then_the_worker_exits() {
+    let mut cluster = Cluster::start(30);
+    let w = cluster.worker("drained", 1);
+    let id = cluster.workers[w].worker_id();
+    let data = cluster.worker_data("drained");
+    let data = data.to_str().unwrap();
+
+    // One worker per data dir: a second one is refused, naming the first's pid.
+    let second = cluster.kiln(&[
+        "--data-dir",
+        data,
+        "worker",
+        "--controller",
+        &cluster.url,
+        "--host-ids",
+        "1900000:4",
+    ]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    let pid = cluster.workers[w].pid().to_string();
+    assert!(
+        text(&second).contains(&format!("another kiln worker runs on {data} (pid {pid})")),
+        "{}",
+        text(&second)
+    );
+
+    let run = submit(&cluster, SLOW);
+    cluster.wait_for(&run, Duration::from_secs(30), "the step to start", |v| {
+        leased_to(v, &id)
+    });
+    let drained = cluster.kiln(&["--data-dir", data, "worker", "drain"]);
+    assert!(
+        drained.status.success(),
+        "{}\n{}",
+        text(&drained),
+        cluster.logs()
+    );
+    assert!(
+        text(&drained).contains("drained and exited"),
+        "{}",
+        text(&drained)
+    );
+    let status = cluster.workers[w].wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    // The step it was running finished there and was accepted, once.
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    assert_eq!(step(&view, "nap")["attempts"], 1);
+    assert_eq!(step(&view, "nap")["worker"], id.as_str());
+
+    // Nothing runs there any more.
+    let again = cluster.kiln(&["--data-dir", data, "worker", "drain"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!("no kiln worker runs on {data}")),
+        "{}",
+        text(&again)
+    );
+}

@@ -77,7 +77,7 @@ impl Cluster {
     /// [`Cluster::worker`] with extra `kiln worker` arguments (`--label k=v`, …).
     pub fn worker_with(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
         let index = self.workers.len();
-        let data = self.env.path(&format!("worker-{name}"));
+        let data = self.worker_data(name);
         let ids = format!("{}:16", 1_100_000 + 100 * index as u32);
         let slots = slots.to_string();
         let mut args = vec![
@@ -97,6 +97,11 @@ impl Cluster {
         let worker = Proc::spawn(name, self.env.dir.path(), &args);
         self.workers.push(worker);
         index
+    }
+
+    /// The data dir of the worker started as `name`.
+    pub fn worker_data(&self, name: &str) -> std::path::PathBuf {
+        self.env.path(&format!("worker-{name}"))
     }
 
     /// `kiln ARGS` against this controller, from the test's directory.
