@@ -15,8 +15,8 @@ use kiln_core::ExitRecord;
 use kiln_core::api::v1::{RunState, RunView, StepState, StepView, SubmitRun};
 
 /// How often `--wait` asks for the run's state, and the most it backs off to on errors.
-const WAIT_POLL: Duration = Duration::from_millis(500);
-const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
+pub const WAIT_POLL: Duration = Duration::from_millis(500);
+pub const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Which controller to talk to.
 #[derive(Args, Debug)]
@@ -49,7 +49,7 @@ pub struct TeamArgs {
 }
 
 impl TeamArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub fn client(&self) -> anyhow::Result<Client> {
         let security = match (&self.ca, &self.ca_fingerprint) {
             (Some(path), _) => TransportSecurity::Tls {
                 ca_pem: std::fs::read_to_string(path)

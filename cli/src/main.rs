@@ -5,6 +5,7 @@
 mod cmd_admin;
 mod cmd_daemon;
 mod cmd_keys;
+mod cmd_logs;
 mod cmd_mirror;
 mod cmd_run;
 mod cmd_submit;
@@ -15,7 +16,7 @@ mod data_dir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// kiln: hermetic builds from vetted inputs, with signed provenance.
 #[derive(Parser, Debug)]
@@ -27,6 +28,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `kiln_worker=debug`.
     #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
     log: String,
+    /// Log lines on standard error as text, or as JSON objects (one a line, fields at the top level).
+    #[arg(long, global = true, env = "KILN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,8 @@ enum Command {
     Status(cmd_submit::StatusArgs),
     /// Download a run's artifacts and their provenance from a controller.
     Artifacts(cmd_submit::ArtifactsArgs),
+    /// Print a run's step logs; --follow keeps printing while the steps run.
+    Logs(cmd_logs::LogsArgs),
     /// Cancel a run of your team: pending steps are cancelled, leased ones revoked.
     Cancel(cmd_submit::CancelArgs),
     /// Internal: the sandbox helper process the worker starts for each step.
@@ -65,13 +71,30 @@ enum Command {
     SandboxHelper,
 }
 
-fn init_tracing(filter: &str) {
+/// How log events are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The one place the subscriber is set up: every event goes to standard error.
+fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,7 +103,7 @@ fn main() -> ExitCode {
         // Before anything else: the helper must stay single-threaded.
         kiln_sandbox::helper_main();
     }
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_format);
     let data_dir = data_dir::resolve(cli.data_dir);
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&data_dir, args),
@@ -95,6 +118,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd_submit::status(args),
         Command::Artifacts(args) => cmd_submit::artifacts(args),
         Command::Cancel(args) => cmd_submit::cancel(args),
+        Command::Logs(args) => cmd_logs::run(args),
         Command::SandboxHelper => unreachable!("handled above"),
     };
     match result {

@@ -13,6 +13,7 @@
 pub mod controller;
 pub mod dispatch;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod publish;

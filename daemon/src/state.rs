@@ -5,12 +5,15 @@
 //! The daemon's transitions (leases, reports, expiry) live in [`leases`].
 
 mod leases;
+mod live_logs;
+pub mod stats;
 mod teams;
 
 pub use leases::{
     Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
     SubmittedRun,
 };
+pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
 pub use teams::{
     CANCELLED_REASON, CancelOutcome, NewTeamToken, TEAM_TOKEN_PREFIX, TokenRefusal, random_secret,
     valid_team_name,

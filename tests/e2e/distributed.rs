@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, step};
+use common::process::Proc;
 use common::{Env, kiln_bin, text};
 use serde_json::Value;
 
@@ -409,5 +410,64 @@ fn kiln_worker_drain_lets_the_running_step_finish_then_the_worker_exits() {
         text(&again).contains(&format!("no kiln worker runs on {data}")),
         "{}",
         text(&again)
+    );
+}
+
+/// One step that writes a line a second for a few seconds.
+const TICKER: &str = "version: 1\nname: ticker\nrootfs: busybox@1\nsteps:\n  - name: tick\n    run: for i in 1 2 3 4 5; do echo tick $i; sleep 1; done; echo -n done\n    outputs: []\n";
+
+#[test]
+fn kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 1);
+    let run = cluster.submit("ticker.yaml", TICKER);
+    let env = [
+        ("KILN_CONTROLLER", cluster.url.as_str()),
+        ("KILN_TOKEN", cluster.token.as_str()),
+    ];
+    let mut follow = Proc::spawn_with_env(
+        "logs-follow",
+        cluster.env.dir.path(),
+        &["logs", &run, "tick", "--follow"],
+        &env,
+    );
+    // Streamed: the first line shows while the step is still running.
+    follow.wait_for_line(Duration::from_secs(60), "the first line", |l| {
+        (l == "tick 1").then_some(())
+    });
+    let view = cluster.status(&run);
+    assert_eq!(step(&view, "tick")["state"], "leased", "{view:#}");
+    let status = follow.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", follow.output());
+    let whole = "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ndone";
+    assert_eq!(follow.stdout(), whole, "{}", cluster.logs());
+
+    // After the run: the same bytes, from the step's content-addressed log.
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}");
+    let again = cluster.kiln_ok(&["logs", &run, "tick"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), whole);
+    // Every step, prefixed; and as JSON lines.
+    let all = cluster.kiln_ok(&["logs", &run]);
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(all.lines().next(), Some("[tick] tick 1"), "{all}");
+    assert_eq!(all.lines().last(), Some("[tick] done"), "{all}");
+    let json = cluster.kiln_ok(&["logs", &run, "--json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(
+        lines[4],
+        serde_json::json!({"step": "tick", "line": "tick 5"})
+    );
+    // An unknown step is an error naming it.
+    let unknown = cluster.kiln(&["logs", &run, "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown).contains("has no step \"nope\""),
+        "{}",
+        text(&unknown)
     );
 }
