@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::client_config::ClientConfig;
 use clap::Args;
 use kiln_client::{Client, ClientError, Submitted, TransportSecurity};
 use kiln_core::ExitRecord;
@@ -21,9 +23,27 @@ pub const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Which controller to talk to.
 #[derive(Args, Debug)]
 pub struct ControllerArg {
-    /// The controller's URL, e.g. `http://127.0.0.1:7070` or `https://ci.example:7070`.
+    /// The controller's URL, e.g. `http://127.0.0.1:7070` or `https://ci.example:7070`
+    /// [default: `controller:` in the config file].
     #[arg(long, env = "KILN_CONTROLLER", value_name = "URL")]
-    pub controller: String,
+    controller: Option<String>,
+}
+
+impl ControllerArg {
+    /// The flag or variable, else the config file's `controller:`.
+    pub fn url(&self) -> anyhow::Result<String> {
+        match &self.controller {
+            Some(url) => Ok(url.clone()),
+            None => self.url_or(ClientConfig::load()?.controller),
+        }
+    }
+
+    /// The flag or variable, else `configured`.
+    fn url_or(&self, configured: Option<String>) -> anyhow::Result<String> {
+        self.controller.clone().or(configured).context(
+            "no controller: pass --controller URL, set KILN_CONTROLLER, or put              `controller: URL` in ~/.config/kiln/config.yaml",
+        )
+    }
 }
 
 /// Which controller to talk to, as which team, trusting which CA: the team commands' flags.
@@ -50,8 +70,19 @@ pub struct TeamArgs {
 
 impl TeamArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        let security = match (&self.ca, &self.ca_fingerprint) {
-            (Some(path), _) => TransportSecurity::Tls {
+        let config = ClientConfig::load()?;
+        let url = self.controller.url_or(config.controller)?;
+        // The CA settings come together: a flag replaces both of the file's.
+        let (ca, ca_fingerprint) = if self.ca.is_some() || self.ca_fingerprint.is_some() {
+            (self.ca.clone(), self.ca_fingerprint.clone())
+        } else {
+            (config.ca, config.ca_fingerprint)
+        };
+        let security = match (&ca, &ca_fingerprint) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("the config file sets both `ca` and `ca_fingerprint`: keep one")
+            }
+            (Some(path), None) => TransportSecurity::Tls {
                 ca_pem: std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the CA file {}", path.display()))?,
                 identity: None,
@@ -72,14 +103,15 @@ impl TeamArgs {
         };
         let token = self
             .token
-            .as_deref()
-            .map(str::trim)
+            .clone()
+            .or(config.token)
+            .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let token = token.context(
-            "no API token: pass --token or set KILN_TOKEN \
+            "no API token: pass --token, set KILN_TOKEN or put `token:` in the config file \
              (an operator makes one with `kiln admin token create --team NAME`)",
         )?;
-        Ok(Client::with_security(&self.controller.controller, security)?.with_token(token))
+        Ok(Client::with_security(&url, security)?.with_token(&token))
     }
 }
 
@@ -154,7 +186,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 return Err(anyhow::Error::new(err).context(format!(
                     "{}: cannot submit to {}",
                     path.display(),
-                    args.team.controller.controller
+                    client.base_url()
                 )));
             }
         };

@@ -107,7 +107,8 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // The sandbox wants absolute paths (rootfs, inputs, out); a relative --data-dir is fine.
     let data_dir = &std::path::absolute(data_dir)
         .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    let tls = args.controller.controller.starts_with("https://");
+    let controller = args.controller.url()?;
+    let tls = controller.starts_with("https://");
     anyhow::ensure!(
         tls || (args.join_token.is_none() && args.ca_fingerprint.is_none()),
         "--join-token and --ca-fingerprint need an https:// controller"
@@ -117,15 +118,15 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let (client, identity) = if tls {
         let rt = crate::runtime()?;
         let identity = rt.block_on(identity::obtain(
-            &args.controller.controller,
+            &controller,
             &identity_dir,
             args.join_token.as_deref(),
             args.ca_fingerprint.as_deref(),
         ))?;
-        let client = Client::with_security(&args.controller.controller, identity.security())?;
+        let client = Client::with_security(&controller, identity.security())?;
         (client, Some(identity))
     } else {
-        (Client::new(&args.controller.controller)?, None)
+        (Client::new(&controller)?, None)
     };
     let store_root = data_dir.join("store");
     let config = WorkerConfig::with_defaults(data_dir, crate::sandbox_helper()?, args.host_ids);
@@ -173,7 +174,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         });
         eprintln!(
             "kiln worker: controller {}, {} slot(s), data dir {}",
-            args.controller.controller,
+            controller,
             args.slots,
             data_dir.display()
         );

@@ -2,6 +2,7 @@
 //! flags, calls a library, and prints.
 #![forbid(unsafe_code)]
 
+mod client_config;
 mod cmd_admin;
 mod cmd_daemon;
 mod cmd_keys;

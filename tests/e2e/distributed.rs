@@ -471,3 +471,39 @@ fn kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log() {
         text(&unknown)
     );
 }
+
+#[test]
+fn the_team_commands_read_the_controller_and_token_from_the_config_file() {
+    let cluster = Cluster::start(30);
+    let config = cluster.env.write(
+        "kiln-config.yaml",
+        &format!("controller: {}\ntoken: {}\n", cluster.url, cluster.token),
+    );
+    let kiln = |args: &[&str]| {
+        Command::new(kiln_bin())
+            .args(args)
+            .env_remove("KILN_CONTROLLER")
+            .env_remove("KILN_TOKEN")
+            .env("KILN_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    // Readable by others while it holds a token: refused, saying how to fix it.
+    fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let loose = kiln(&["status"]);
+    assert_eq!(loose.status.code(), Some(2), "{}", text(&loose));
+    assert!(text(&loose).contains("chmod 600"), "{}", text(&loose));
+
+    fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let listed = kiln(&["status", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let runs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs, serde_json::json!([]));
+    // A flag still wins over the file.
+    let elsewhere = kiln(&["status", "--controller", "http://127.0.0.1:9"]);
+    assert!(
+        text(&elsewhere).contains("cannot reach the controller"),
+        "{}",
+        text(&elsewhere)
+    );
+}
