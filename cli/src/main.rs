@@ -4,6 +4,7 @@
 
 mod client_config;
 mod cmd_admin;
+mod cmd_audit;
 mod cmd_daemon;
 mod cmd_keys;
 mod cmd_logs;
@@ -50,6 +51,9 @@ enum Command {
     /// Operator commands against the daemon's data dir (join tokens).
     #[command(subcommand)]
     Admin(cmd_admin::AdminCommand),
+    /// Evidence for security reviewers: the step-separation report of a run.
+    #[command(subcommand)]
+    Audit(cmd_audit::AuditCommand),
     /// Manage provenance signing keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cmd),
         Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
         Command::Admin(cmd) => cmd_admin::run(&data_dir, cmd),
+        Command::Audit(cmd) => cmd_audit::run(&data_dir, cmd),
         Command::Verify(args) => cmd_verify::run(args),
         Command::Worker(args) => cmd_worker::run(&data_dir, args),
         Command::Submit(args) => cmd_submit::submit(args),

@@ -10,6 +10,7 @@
 //! HTTP and leases their steps to workers through the [`dispatch::Dispatcher`].
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod controller;
 pub mod dispatch;
 pub mod http;

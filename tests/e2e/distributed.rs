@@ -507,3 +507,93 @@ fn the_team_commands_read_the_controller_and_token_from_the_config_file() {
         text(&elsewhere)
     );
 }
+
+/// Two independent steps that overlap in time, and one that gathers them.
+const PAIR: &str = "version: 1\nname: pair\nrootfs: busybox@1\nsteps:\n  - name: left\n    run: sleep 2; echo l > /out/x\n    outputs: [x]\n  - name: right\n    run: sleep 2; echo r > /out/x\n    outputs: [x]\n  - name: both\n    needs: [left, right]\n    run: cat /in/left/x /in/right/x > /out/x\n    outputs: [x]\nartifacts:\n  - { name: x, from: both, path: x }\n";
+
+fn audit_steps(cluster: &Cluster, run: &str) -> (Option<i32>, String, Value) {
+    let text_out = cluster.kiln(&["audit", "steps", run]);
+    let json_out = cluster.kiln(&["audit", "steps", run, "--json"]);
+    let report: Value = serde_json::from_slice(&json_out.stdout)
+        .unwrap_or_else(|_| panic!("audit steps --json prints JSON: {}", text(&json_out)));
+    assert_eq!(text_out.status.code(), json_out.status.code());
+    (
+        text_out.status.code(),
+        String::from_utf8_lossy(&text_out.stdout).into_owned(),
+        report,
+    )
+}
+
+#[test]
+fn the_step_separation_report_passes_for_a_run_on_two_workers() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 1);
+    cluster.worker("w2", 1);
+    let run = cluster.submit("pair.yaml", PAIR);
+    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let (code, text, report) = audit_steps(&cluster, &run);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Verdict: SEPARATED"), "{text}");
+    assert_eq!(text.matches("  PASS  ").count(), 3, "{text}");
+    assert_eq!(report["format"], "kiln.dev/step-separation/v1");
+    assert_eq!(report["separated"], true);
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for s in steps {
+        let sandbox = &s["sandbox"];
+        assert_eq!(sandbox["network"], "none (loopback only)", "{s:#}");
+        assert!(
+            sandbox["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m.as_str().unwrap().starts_with("/out <- ")),
+            "{s:#}"
+        );
+    }
+    assert_eq!(
+        step(&report, "both")["sandbox"]["inputs"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn two_workers_given_one_host_uid_range_fail_the_uid_check() {
+    let mut cluster = Cluster::start(30);
+    // A misconfiguration the separation report exists to catch: both workers run their
+    // steps as host uid 1950000.
+    cluster.worker_with("w1", 1, &["--host-ids", "1950000:1"]);
+    cluster.worker_with("w2", 1, &["--host-ids", "1950000:1"]);
+    let run = cluster.submit("pair.yaml", PAIR);
+    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let view = cluster.status(&run);
+    assert_ne!(
+        step(&view, "left")["worker"],
+        step(&view, "right")["worker"],
+        "{view:#}"
+    );
+    let (code, text, report) = audit_steps(&cluster, &run);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Verdict: NOT SEPARATED"), "{text}");
+    let uids = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "uids")
+        .unwrap();
+    assert_eq!(uids["passed"], false, "{report:#}");
+    assert!(
+        uids["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("both ran as host uid 1950000"),
+        "{uids:#}"
+    );
+}

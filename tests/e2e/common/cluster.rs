@@ -74,7 +74,8 @@ impl Cluster {
         self.worker_with(name, slots, &[])
     }
 
-    /// [`Cluster::worker`] with extra `kiln worker` arguments (`--label k=v`, …).
+    /// [`Cluster::worker`] with extra `kiln worker` arguments (`--label k=v`, `--host-ids`
+    /// replacing the disjoint range each worker gets by default, …).
     pub fn worker_with(&mut self, name: &str, slots: u32, extra: &[&str]) -> usize {
         let index = self.workers.len();
         let data = self.worker_data(name);
@@ -90,9 +91,10 @@ impl Cluster {
             name,
             "--slots",
             &slots,
-            "--host-ids",
-            &ids,
         ];
+        if !extra.contains(&"--host-ids") {
+            args.extend(["--host-ids", &ids]);
+        }
         args.extend(extra);
         let worker = Proc::spawn(name, self.env.dir.path(), &args);
         self.workers.push(worker);
