@@ -152,6 +152,9 @@ pub struct ArtifactsArgs {
     /// Where ARTIFACT and ARTIFACT.intoto.jsonl are written.
     #[arg(long, default_value = "kiln-out", value_name = "DIR")]
     out: PathBuf,
+    /// Print what was written as JSON: `[{name, sha256, size, path, provenance}]`.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -385,6 +388,7 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut written = Vec::new();
         for artifact in &run.artifacts {
             let name = &artifact.name;
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -397,7 +401,8 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
                 .download_artifact(&run.id, name, &artifact.sha256, &downloaded)
                 .await
                 .with_context(|| format!("cannot download artifact {name}"))?;
-            std::fs::set_permissions(&downloaded, std::fs::Permissions::from_mode(0o644))?;
+            let mode = if artifact.executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&downloaded, std::fs::Permissions::from_mode(mode))?;
             std::fs::rename(&downloaded, &dest)
                 .with_context(|| format!("cannot write {}", dest.display()))?;
             let provenance = client
@@ -406,12 +411,25 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot download the provenance of {name}"))?;
             let prov = out.join(format!("{name}.intoto.jsonl"));
             write_file(out, &prov, provenance.as_bytes())?;
-            println!(
-                "{}  sha256:{}  {} bytes",
-                name, artifact.sha256, artifact.size
-            );
-            println!("  {}", dest.display());
-            println!("  {}", prov.display());
+            if args.json {
+                written.push(serde_json::json!({
+                    "name": name,
+                    "sha256": artifact.sha256,
+                    "size": artifact.size,
+                    "path": dest,
+                    "provenance": prov,
+                }));
+            } else {
+                println!(
+                    "{}  sha256:{}  {} bytes",
+                    name, artifact.sha256, artifact.size
+                );
+                println!("  {}", dest.display());
+                println!("  {}", prov.display());
+            }
+        }
+        if args.json {
+            print_json(&written)?;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -588,18 +588,18 @@ fn view(detail: crate::state::RunDetail) -> v1::RunView {
         .artifacts
         .iter()
         .map(|(name, step, path, sha256)| {
-            let size = detail
+            let output = detail
                 .steps
                 .iter()
                 .find(|s| &s.name == step)
                 .and_then(|s| s.record.as_ref())
-                .and_then(|r| r.outputs.iter().find(|o| &o.path == path))
-                .map_or(0, |o| o.size);
+                .and_then(|r| r.outputs.iter().find(|o| &o.path == path));
             v1::ArtifactView {
                 name: name.clone(),
                 step: step.clone(),
                 sha256: *sha256,
-                size,
+                size: output.map_or(0, |o| o.size),
+                executable: output.is_some_and(|o| o.executable),
             }
         })
         .collect();

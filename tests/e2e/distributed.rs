@@ -509,7 +509,7 @@ fn the_team_commands_read_the_controller_and_token_from_the_config_file() {
 }
 
 /// Two independent steps that overlap in time, and one that gathers them.
-const PAIR: &str = "version: 1\nname: pair\nrootfs: busybox@1\nsteps:\n  - name: left\n    run: sleep 2; echo l > /out/x\n    outputs: [x]\n  - name: right\n    run: sleep 2; echo r > /out/x\n    outputs: [x]\n  - name: both\n    needs: [left, right]\n    run: cat /in/left/x /in/right/x > /out/x\n    outputs: [x]\nartifacts:\n  - { name: x, from: both, path: x }\n";
+const PAIR: &str = "version: 1\nname: pair\nrootfs: busybox@1\nsteps:\n  - name: left\n    run: sleep 2; echo l > /out/x\n    outputs: [x]\n  - name: right\n    run: sleep 2; echo r > /out/x\n    outputs: [x]\n  - name: both\n    needs: [left, right]\n    run: cat /in/left/x /in/right/x > /out/x; chmod +x /out/x\n    outputs: [x]\nartifacts:\n  - { name: x, from: both, path: x }\n";
 
 fn audit_steps(cluster: &Cluster, run: &str) -> (Option<i32>, String, Value) {
     let text_out = cluster.kiln(&["audit", "steps", run]);
@@ -560,6 +560,24 @@ fn the_step_separation_report_passes_for_a_run_on_two_workers() {
             .len(),
         2
     );
+
+    // The artifact comes down executable, as the step left it, and --json says what was written.
+    let out_dir = cluster.env.path("artifacts");
+    let listed = cluster.kiln_ok(&[
+        "artifacts",
+        &run,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "x", "{listed:#}");
+    assert_eq!(listed[0]["path"], out_dir.join("x").to_str().unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(out_dir.join("x")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(fs::read_to_string(out_dir.join("x")).unwrap(), "l\nr\n");
 }
 
 #[test]
