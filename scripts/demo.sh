@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: build kiln, make a gcc toolchain rootfs from Debian packages, add a C program's
 # source to the mirror, run the example pipeline in the sandbox, verify the artifact's signed
-# provenance, and run the binary it produced. Run as root on Debian 12.
+# provenance, show the run's step-separation report, and run the binary it produced. Run as
+# root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,14 @@ echo "== importing the toolchain rootfs and the program's source into the mirror
 "$kiln" mirror list
 
 echo "== running pipelines/examples/hello.yaml"
-"$kiln" run pipelines/examples/hello.yaml --out "$demo/out"
+status=0
+"$kiln" run pipelines/examples/hello.yaml --out "$demo/out" 2>"$demo/run.log" || status=$?
+cat "$demo/run.log" >&2
+[ "$status" = 0 ] || exit "$status"
+run=$(sed -n 's/^run \([0-9a-f-]*\) of hello .*/\1/p' "$demo/run.log" | head -1)
+
+echo "== the step-separation report (docs/examples/step-separation-hello.txt is one)"
+"$kiln" audit steps "$run"
 
 echo "== verifying the artifact's provenance"
 "$kiln" keys public > "$demo/kiln.pub"

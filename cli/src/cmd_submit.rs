@@ -9,21 +9,41 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::client_config::ClientConfig;
 use clap::Args;
 use kiln_client::{Client, ClientError, Submitted, TransportSecurity};
 use kiln_core::ExitRecord;
 use kiln_core::api::v1::{RunState, RunView, StepState, StepView, SubmitRun};
 
 /// How often `--wait` asks for the run's state, and the most it backs off to on errors.
-const WAIT_POLL: Duration = Duration::from_millis(500);
-const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
+pub const WAIT_POLL: Duration = Duration::from_millis(500);
+pub const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Which controller to talk to.
 #[derive(Args, Debug)]
 pub struct ControllerArg {
-    /// The controller's URL, e.g. `http://127.0.0.1:7070` or `https://ci.example:7070`.
+    /// The controller's URL, e.g. `http://127.0.0.1:7070` or `https://ci.example:7070`
+    /// [default: `controller:` in the config file].
     #[arg(long, env = "KILN_CONTROLLER", value_name = "URL")]
-    pub controller: String,
+    controller: Option<String>,
+}
+
+impl ControllerArg {
+    /// The flag or variable, else the config file's `controller:`.
+    pub fn url(&self) -> anyhow::Result<String> {
+        match &self.controller {
+            Some(url) => Ok(url.clone()),
+            None => self.url_or(ClientConfig::load()?.controller),
+        }
+    }
+
+    /// The flag or variable, else `configured`.
+    fn url_or(&self, configured: Option<String>) -> anyhow::Result<String> {
+        self.controller.clone().or(configured).context(
+            "no controller: pass --controller URL, set KILN_CONTROLLER, or put              `controller: URL` in ~/.config/kiln/config.yaml",
+        )
+    }
 }
 
 /// Which controller to talk to, as which team, trusting which CA: the team commands' flags.
@@ -49,9 +69,20 @@ pub struct TeamArgs {
 }
 
 impl TeamArgs {
-    fn client(&self) -> anyhow::Result<Client> {
-        let security = match (&self.ca, &self.ca_fingerprint) {
-            (Some(path), _) => TransportSecurity::Tls {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig::load()?;
+        let url = self.controller.url_or(config.controller)?;
+        // The CA settings come together: a flag replaces both of the file's.
+        let (ca, ca_fingerprint) = if self.ca.is_some() || self.ca_fingerprint.is_some() {
+            (self.ca.clone(), self.ca_fingerprint.clone())
+        } else {
+            (config.ca, config.ca_fingerprint)
+        };
+        let security = match (&ca, &ca_fingerprint) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("the config file sets both `ca` and `ca_fingerprint`: keep one")
+            }
+            (Some(path), None) => TransportSecurity::Tls {
                 ca_pem: std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the CA file {}", path.display()))?,
                 identity: None,
@@ -72,14 +103,15 @@ impl TeamArgs {
         };
         let token = self
             .token
-            .as_deref()
-            .map(str::trim)
+            .clone()
+            .or(config.token)
+            .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let token = token.context(
-            "no API token: pass --token or set KILN_TOKEN \
+            "no API token: pass --token, set KILN_TOKEN or put `token:` in the config file \
              (an operator makes one with `kiln admin token create --team NAME`)",
         )?;
-        Ok(Client::with_security(&self.controller.controller, security)?.with_token(token))
+        Ok(Client::with_security(&url, security)?.with_token(&token))
     }
 }
 
@@ -120,6 +152,9 @@ pub struct ArtifactsArgs {
     /// Where ARTIFACT and ARTIFACT.intoto.jsonl are written.
     #[arg(long, default_value = "kiln-out", value_name = "DIR")]
     out: PathBuf,
+    /// Print what was written as JSON: `[{name, sha256, size, path, provenance}]`.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -154,7 +189,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 return Err(anyhow::Error::new(err).context(format!(
                     "{}: cannot submit to {}",
                     path.display(),
-                    args.team.controller.controller
+                    client.base_url()
                 )));
             }
         };
@@ -353,6 +388,7 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut written = Vec::new();
         for artifact in &run.artifacts {
             let name = &artifact.name;
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -365,7 +401,8 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
                 .download_artifact(&run.id, name, &artifact.sha256, &downloaded)
                 .await
                 .with_context(|| format!("cannot download artifact {name}"))?;
-            std::fs::set_permissions(&downloaded, std::fs::Permissions::from_mode(0o644))?;
+            let mode = if artifact.executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&downloaded, std::fs::Permissions::from_mode(mode))?;
             std::fs::rename(&downloaded, &dest)
                 .with_context(|| format!("cannot write {}", dest.display()))?;
             let provenance = client
@@ -374,12 +411,25 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot download the provenance of {name}"))?;
             let prov = out.join(format!("{name}.intoto.jsonl"));
             write_file(out, &prov, provenance.as_bytes())?;
-            println!(
-                "{}  sha256:{}  {} bytes",
-                name, artifact.sha256, artifact.size
-            );
-            println!("  {}", dest.display());
-            println!("  {}", prov.display());
+            if args.json {
+                written.push(serde_json::json!({
+                    "name": name,
+                    "sha256": artifact.sha256,
+                    "size": artifact.size,
+                    "path": dest,
+                    "provenance": prov,
+                }));
+            } else {
+                println!(
+                    "{}  sha256:{}  {} bytes",
+                    name, artifact.sha256, artifact.size
+                );
+                println!("  {}", dest.display());
+                println!("  {}", prov.display());
+            }
+        }
+        if args.json {
+            print_json(&written)?;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -1,13 +1,15 @@
 //! `kiln worker`: a self-hosted worker that takes its steps from a controller
 //! (`kiln_worker::remote`). SIGTERM or SIGINT drains it: running steps finish and are reported,
-//! no new ones are taken, and it exits 0.
+//! no new ones are taken, and it exits 0. `kiln worker drain` does that for an operator: it
+//! finds the worker of a data dir through `DATA/worker.lock` (held locked while the worker
+//! runs, with its pid inside), signals it and waits for it to exit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 use kiln_client::Client;
 use kiln_mirror::BlobStore;
 use kiln_worker::remote::{PollPolicy, RemoteConfig, RemoteWorker};
@@ -17,7 +19,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cmd_submit::ControllerArg;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct WorkerArgs {
+    #[command(subcommand)]
+    action: Option<WorkerAction>,
     #[command(flatten)]
     controller: ControllerArg,
     /// How many steps run at once.
@@ -48,6 +53,20 @@ pub struct WorkerArgs {
     ca_fingerprint: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum WorkerAction {
+    /// Drain the worker running on this data dir: its running steps finish and are reported,
+    /// it takes no new ones, then it exits. Waits for that unless --no-wait.
+    Drain {
+        /// Return once the worker was told, without waiting for it to exit.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (the worker keeps draining).
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -76,6 +95,9 @@ fn host_name() -> String {
 }
 
 pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if let Some(WorkerAction::Drain { no_wait, timeout }) = args.action {
+        return lock::drain(data_dir, !no_wait, std::time::Duration::from_secs(timeout));
+    }
     if args.slots == 0 || args.slots > args.host_ids.count {
         anyhow::bail!(
             "--slots must be between 1 and the number of host ids ({})",
@@ -85,24 +107,26 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // The sandbox wants absolute paths (rootfs, inputs, out); a relative --data-dir is fine.
     let data_dir = &std::path::absolute(data_dir)
         .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    let tls = args.controller.controller.starts_with("https://");
+    let controller = args.controller.url()?;
+    let tls = controller.starts_with("https://");
     anyhow::ensure!(
         tls || (args.join_token.is_none() && args.ca_fingerprint.is_none()),
         "--join-token and --ca-fingerprint need an https:// controller"
     );
+    let _lock = lock::WorkerLock::acquire(data_dir)?;
     let identity_dir = data_dir.join("identity");
     let (client, identity) = if tls {
         let rt = crate::runtime()?;
         let identity = rt.block_on(identity::obtain(
-            &args.controller.controller,
+            &controller,
             &identity_dir,
             args.join_token.as_deref(),
             args.ca_fingerprint.as_deref(),
         ))?;
-        let client = Client::with_security(&args.controller.controller, identity.security())?;
+        let client = Client::with_security(&controller, identity.security())?;
         (client, Some(identity))
     } else {
-        (Client::new(&args.controller.controller)?, None)
+        (Client::new(&controller)?, None)
     };
     let store_root = data_dir.join("store");
     let config = WorkerConfig::with_defaults(data_dir, crate::sandbox_helper()?, args.host_ids);
@@ -150,7 +174,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         });
         eprintln!(
             "kiln worker: controller {}, {} slot(s), data dir {}",
-            args.controller.controller,
+            controller,
             args.slots,
             data_dir.display()
         );
@@ -164,6 +188,89 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `DATA/worker.lock`: one worker per data dir, and how `kiln worker drain` finds it.
+mod lock {
+    use std::fs;
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context as _;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    /// Held (an exclusive `flock`) for as long as the worker runs; the kernel drops it when
+    /// the process dies, whatever the way.
+    pub struct WorkerLock {
+        _file: fs::File,
+    }
+
+    impl WorkerLock {
+        pub fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
+            fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let path = data_dir.join("worker.lock");
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            if file.try_lock().is_err() {
+                anyhow::bail!(
+                    "another kiln worker runs on {} (pid {}); one worker per data dir",
+                    data_dir.display(),
+                    read_pid(&mut file).map_or("unknown".into(), |p| p.to_string())
+                );
+            }
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(Self { _file: file })
+        }
+    }
+
+    fn read_pid(file: &mut fs::File) -> Option<i32> {
+        let mut text = String::new();
+        file.rewind().ok()?;
+        file.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Signals the data dir's worker to drain (SIGTERM) and, with `wait`, waits until it exits.
+    pub fn drain(data_dir: &Path, wait: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+        let path = data_dir.join("worker.lock");
+        let mut file = fs::File::open(&path)
+            .with_context(|| format!("no kiln worker runs on {}", data_dir.display()))?;
+        if file.try_lock().is_ok() {
+            anyhow::bail!("no kiln worker runs on {}", data_dir.display());
+        }
+        let pid =
+            read_pid(&mut file).with_context(|| format!("{} holds no pid", path.display()))?;
+        kill(Pid::from_raw(pid), Signal::SIGTERM)
+            .with_context(|| format!("cannot signal the worker (pid {pid})"))?;
+        eprintln!("kiln worker drain: told worker pid {pid} to drain");
+        if !wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let deadline = Instant::now() + timeout;
+        while file.try_lock().is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the worker (pid {pid}) is still draining after {}s",
+                timeout.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("kiln worker drain: worker pid {pid} drained and exited");
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// The worker's TLS identity in `DATA/identity/`: `key.pem` (0600, made here and never sent),

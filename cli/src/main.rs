@@ -2,9 +2,12 @@
 //! flags, calls a library, and prints.
 #![forbid(unsafe_code)]
 
+mod client_config;
 mod cmd_admin;
+mod cmd_audit;
 mod cmd_daemon;
 mod cmd_keys;
+mod cmd_logs;
 mod cmd_mirror;
 mod cmd_run;
 mod cmd_submit;
@@ -15,7 +18,7 @@ mod data_dir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// kiln: hermetic builds from vetted inputs, with signed provenance.
 #[derive(Parser, Debug)]
@@ -26,7 +29,7 @@ struct Cli {
     data_dir: Option<PathBuf>,
     /// Keep the controller's state in this database instead of DATA/state.sqlite:
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (several daemons may share one) or
-    /// `sqlite:PATH`. Used by `daemon`, `mirror` and `admin`; prefer the environment variable
+    /// `sqlite:PATH`. Used by `daemon`, `mirror`, `admin` and `audit`; prefer the environment variable
     /// for a URL with a password.
     #[arg(
         long,
@@ -39,6 +42,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `kiln_worker=debug`.
     #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
     log: String,
+    /// Log lines on standard error as text, or as JSON objects (one a line, fields at the top level).
+    #[arg(long, global = true, env = "KILN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +63,9 @@ enum Command {
     /// Operator commands against the daemon's data dir (join tokens).
     #[command(subcommand)]
     Admin(cmd_admin::AdminCommand),
+    /// Evidence for security reviewers: the step-separation report of a run.
+    #[command(subcommand)]
+    Audit(cmd_audit::AuditCommand),
     /// Manage provenance signing keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -70,6 +79,8 @@ enum Command {
     Status(cmd_submit::StatusArgs),
     /// Download a run's artifacts and their provenance from a controller.
     Artifacts(cmd_submit::ArtifactsArgs),
+    /// Print a run's step logs; --follow keeps printing while the steps run.
+    Logs(cmd_logs::LogsArgs),
     /// Cancel a run of your team: pending steps are cancelled, leased ones revoked.
     Cancel(cmd_submit::CancelArgs),
     /// Internal: the sandbox helper process the worker starts for each step.
@@ -77,13 +88,30 @@ enum Command {
     SandboxHelper,
 }
 
-fn init_tracing(filter: &str) {
+/// How log events are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The one place the subscriber is set up: every event goes to standard error.
+fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,7 +120,7 @@ fn main() -> ExitCode {
         // Before anything else: the helper must stay single-threaded.
         kiln_sandbox::helper_main();
     }
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_format);
     let data_dir = data_dir::resolve(cli.data_dir);
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(&data_dir, args),
@@ -101,12 +129,14 @@ fn main() -> ExitCode {
         Command::Mirror(cmd) => cmd_mirror::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Keys(cmd) => cmd_keys::run(&data_dir, cmd),
         Command::Admin(cmd) => cmd_admin::run(&data_dir, cli.database_url.as_ref(), cmd),
+        Command::Audit(cmd) => cmd_audit::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Verify(args) => cmd_verify::run(args),
         Command::Worker(args) => cmd_worker::run(&data_dir, args),
         Command::Submit(args) => cmd_submit::submit(args),
         Command::Status(args) => cmd_submit::status(args),
         Command::Artifacts(args) => cmd_submit::artifacts(args),
         Command::Cancel(args) => cmd_submit::cancel(args),
+        Command::Logs(args) => cmd_logs::run(args),
         Command::SandboxHelper => unreachable!("handled above"),
     };
     match result {

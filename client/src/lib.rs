@@ -180,14 +180,30 @@ impl Client {
 
     /// `GET /v1/runs/{run}/steps/{step}/log`: the step's captured output, once reported.
     pub async fn step_log(&self, run: &str, step: &str) -> Result<Vec<u8>, ClientError> {
+        Ok(self.read_log(run, step, 0).await?.bytes)
+    }
+
+    /// `GET /v1/runs/{run}/steps/{step}/log?offset=N`: a step's log from byte `offset` on —
+    /// what its worker sent so far while it runs, the rest of its final log once it ended.
+    pub async fn read_log(
+        &self,
+        run: &str,
+        step: &str,
+        offset: u64,
+    ) -> Result<LogChunk, ClientError> {
         const ROUTE: &str = "GET /v1/runs/{run}/steps/{step}/log";
-        let resp = self
-            .send(
-                ROUTE,
-                self.request(Method::GET, &["runs", run, "steps", step, "log"]),
-            )
-            .await?;
-        body_bytes(ROUTE, resp).await
+        let request = self
+            .request(Method::GET, &["runs", run, "steps", step, "log"])
+            .query(&[("offset", offset)]);
+        let resp = self.send(ROUTE, request).await?;
+        let complete = resp
+            .headers()
+            .get("kiln-log-complete")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        Ok(LogChunk {
+            bytes: body_bytes(ROUTE, resp).await?,
+            complete,
+        })
     }
 
     /// `GET /v1/runs/{run}/artifacts/{name}` into `dest` (which must not exist), kept only if
@@ -285,6 +301,26 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// `POST /v1/leases/{lease}/log?worker=ID&offset=N`: appends the running step's output
+    /// from byte `offset` on. [`ClientError::Conflict`] when the lease is not current.
+    pub async fn append_log(
+        &self,
+        lease: &str,
+        worker_id: &str,
+        offset: u64,
+        chunk: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        const ROUTE: &str = "POST /v1/leases/{lease}/log";
+        let request = self
+            .request(Method::POST, &["leases", lease, "log"])
+            .query(&[("worker", worker_id)])
+            .query(&[("offset", offset)])
+            .timeout(JSON_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(chunk);
+        self.send(ROUTE, request).await.map(drop)
     }
 
     /// `POST /v1/leases/{lease}/report`. [`ClientError::Conflict`] when the lease is not (or
@@ -441,6 +477,14 @@ impl Client {
             }
         })
     }
+}
+
+/// Part of a step's log, from [`Client::read_log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    pub bytes: Vec<u8>,
+    /// Nothing follows: the step ended and this reaches the end of its log.
+    pub complete: bool,
 }
 
 /// The controller's explanation of a refusal: its `ErrorView`, else the start of the body as

@@ -85,6 +85,9 @@ pub mod v1 {
         pub step: String,
         pub sha256: Sha256Digest,
         pub size: u64,
+        /// Whether the step left it executable; `kiln artifacts` writes it mode 0755 then.
+        #[serde(default)]
+        pub executable: bool,
     }
 
     /// `POST /v1/join` (TLS, no client certificate): a worker exchanges a one-time join token

@@ -124,6 +124,8 @@ pub struct Dispatcher {
     /// Serialises publishing, so a run is published once even when a report and the expiry
     /// tick finish it at the same time.
     finishing: tokio::sync::Mutex<()>,
+    /// Counters of what happened here, for `GET /metrics`.
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -144,7 +146,13 @@ impl Dispatcher {
             config,
             runs: Mutex::new(HashMap::new()),
             finishing: tokio::sync::Mutex::new(()),
+            metrics: crate::metrics::Metrics::new(),
         }
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The controller (state, store).
@@ -201,6 +209,7 @@ impl Dispatcher {
             Err(e) => return Err(SubmitError::Refused(e)),
         };
         tracing::info!(run = %run.id, pipeline = run.pipeline.name(), steps = run.pipeline.steps().len(), "run accepted");
+        self.metrics.run_accepted();
         let run_id = run.id.clone();
         self.lock_runs().insert(run_id.clone(), Arc::new(run));
         Ok(Submitted::Created { run_id })
@@ -372,7 +381,8 @@ impl Dispatcher {
             .await?
         {
             ReportOutcome::Accepted { run_id, succeeded } => {
-                tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, succeeded, "step reported");
+                tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, lease = %lease_id, succeeded, exit = ?record.exit, "step reported");
+                self.metrics.step_reported(record);
                 self.finish_if_complete(&run_id).await;
                 Ok(())
             }
@@ -393,6 +403,7 @@ impl Dispatcher {
             .state()
             .expire_leases(self.now(), self.config.max_attempts)
             .await?;
+        self.metrics.leases_expired(expired.len());
         for lease in &expired {
             tracing::warn!(run = %lease.run_id, step = %lease.step, worker = %lease.worker_id,
                 lease = %lease.lease_id, attempts = lease.attempts, gave_up = lease.gave_up,
@@ -457,6 +468,7 @@ impl Dispatcher {
         }
         state.finish_run(run_id, all_ok, self.now()).await?;
         tracing::info!(run = %run_id, succeeded = all_ok, "run finished");
+        self.metrics.run_finished(all_ok);
         self.lock_runs().remove(run_id);
         Ok(())
     }
@@ -518,6 +530,7 @@ impl Dispatcher {
             .await?;
         if outcome == crate::state::CancelOutcome::Cancelled {
             tracing::info!(run = %run_id, %team, "run cancelled");
+            self.metrics.run_cancelled();
             self.lock_runs().remove(run_id);
         }
         Ok(outcome)
@@ -575,18 +588,18 @@ fn view(detail: crate::state::RunDetail) -> v1::RunView {
         .artifacts
         .iter()
         .map(|(name, step, path, sha256)| {
-            let size = detail
+            let output = detail
                 .steps
                 .iter()
                 .find(|s| &s.name == step)
                 .and_then(|s| s.record.as_ref())
-                .and_then(|r| r.outputs.iter().find(|o| &o.path == path))
-                .map_or(0, |o| o.size);
+                .and_then(|r| r.outputs.iter().find(|o| &o.path == path));
             v1::ArtifactView {
                 name: name.clone(),
                 step: step.clone(),
                 sha256: *sha256,
-                size,
+                size: output.map_or(0, |o| o.size),
+                executable: output.is_some_and(|o| o.executable),
             }
         })
         .collect();

@@ -10,9 +10,11 @@
 //! HTTP and leases their steps to workers through the [`dispatch::Dispatcher`].
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod controller;
 pub mod dispatch;
 pub mod http;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod publish;

@@ -7,6 +7,8 @@
 
 mod database;
 mod leases;
+mod live_logs;
+pub mod stats;
 mod teams;
 pub mod testing;
 
@@ -16,6 +18,7 @@ pub use leases::{
     Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
     SubmittedRun,
 };
+pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
 pub use teams::{
     CANCELLED_REASON, CancelOutcome, NewTeamToken, TEAM_TOKEN_PREFIX, TokenRefusal, random_secret,
     valid_team_name,

@@ -6,287 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{Cluster, step};
+use common::process::Proc;
 use common::{Env, kiln_bin, text};
 use serde_json::Value;
-
-/// A child process whose whole process group is killed (SIGKILL) and reaped on drop.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, dir: &Path, args: &[&str]) -> Self {
-        let stdout = dir.join(format!("{name}.stdout"));
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(kiln_bin())
-            .args(args)
-            .env_remove("KILN_DATA_DIR")
-            .env_remove("KILN_CONTROLLER")
-            .env("KILN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap())
-            // Its own process group, so that the guard can kill what it started too.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Self {
-            name: name.into(),
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// What it printed so far, for assertions and failure messages.
-    fn output(&self) -> String {
-        format!(
-            "--- {} stdout ---\n{}--- {} stderr ---\n{}",
-            self.name,
-            fs::read_to_string(&self.stdout).unwrap_or_default(),
-            self.name,
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    /// `kill -9` of the process itself (its sandbox helpers die with it: parent-death signal).
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            kill_group(child.id());
-        }
-    }
-
-    /// Sends a signal to the process (not its group).
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{sig} {}", self.name);
-    }
-
-    /// The id the controller gave this worker, from its "registered" log line.
-    fn worker_id(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let printed = self.output();
-            if let Some(id) = printed
-                .lines()
-                .filter(|l| l.contains("registered"))
-                .find_map(|l| l.split("worker=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-            {
-                return id.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never registered\n{printed}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for the process to exit on its own; its exit status.
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}\n{}",
-                self.name,
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A controller and its workers, with the test's data dirs.
-struct Cluster {
-    daemon: Proc,
-    url: String,
-    workers: Vec<Proc>,
-    /// Team `blue`'s API token, which the team commands send.
-    token: String,
-    /// Last, so it drops after every process is dead: its drop detaches leftover mounts.
-    env: Env,
-}
-
-impl Cluster {
-    /// Imports busybox into the daemon's data dir, then starts the daemon (leases living
-    /// `lease_ttl` seconds without a heartbeat) and waits until it listens.
-    fn start(lease_ttl: u32) -> Self {
-        let env = Env::new();
-        env.import_busybox();
-        let token = env.team_token("blue", "1h");
-        let data = env.data_dir();
-        let daemon = Proc::spawn(
-            "daemon",
-            env.dir.path(),
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "daemon",
-                "--listen",
-                "127.0.0.1:0",
-                "--lease-ttl",
-                &lease_ttl.to_string(),
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            let printed = daemon.output();
-            if let Some(url) = printed
-                .lines()
-                .find_map(|l| l.split("listening on ").nth(1))
-                .map(|u| u.trim().to_string())
-            {
-                break url;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not start listening\n{printed}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Self {
-            env,
-            daemon,
-            url,
-            workers: Vec::new(),
-            token,
-        }
-    }
-
-    /// Starts `kiln worker NAME` with its own data dir and host ids; returns its index.
-    fn worker(&mut self, name: &str, slots: u32) -> usize {
-        let index = self.workers.len();
-        let data = self.env.path(&format!("worker-{name}"));
-        let ids = format!("{}:16", 1_100_000 + 100 * index as u32);
-        let slots = slots.to_string();
-        let worker = Proc::spawn(
-            name,
-            self.env.dir.path(),
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "worker",
-                "--controller",
-                &self.url,
-                "--name",
-                name,
-                "--slots",
-                &slots,
-                "--host-ids",
-                &ids,
-            ],
-        );
-        self.workers.push(worker);
-        index
-    }
-
-    /// `kiln ARGS` against this controller, from the test's directory.
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(kiln_bin())
-            .args(args)
-            .env("KILN_CONTROLLER", &self.url)
-            .env("KILN_TOKEN", &self.token)
-            .env("KILN_DATA_DIR", self.env.data_dir())
-            .env_remove("KILN_LOG")
-            .current_dir(self.env.dir.path())
-            .output()
-            .expect("spawn kiln")
-    }
-
-    /// Everything every process printed, for failure messages.
-    fn logs(&self) -> String {
-        let mut all = self.daemon.output();
-        for w in &self.workers {
-            all.push_str(&w.output());
-        }
-        all
-    }
-
-    fn kiln_ok(&self, args: &[&str]) -> Output {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed:\n{}\n{}",
-            text(&out),
-            self.logs()
-        );
-        out
-    }
-
-    fn status(&self, run: &str) -> Value {
-        let out = self.kiln_ok(&["status", run, "--json"]);
-        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
-    }
-
-    /// Polls the run until `done` holds for it.
-    fn wait_for(&self, run: &str, timeout: Duration, what: &str, done: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let view = self.status(run);
-            if done(&view) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last status {view:#}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn step<'a>(view: &'a Value, name: &str) -> &'a Value {
-    view["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no step {name} in {view:#}"))
-}
 
 /// 16 independent steps, two that gather eight each, one that joins them and one that
 /// publishes: 20 steps.
@@ -394,9 +120,7 @@ const FAULT_TTL: u32 = 4;
 const SLOW: &str = "version: 1\nname: slow\nrootfs: busybox@1\nsteps:\n  - name: nap\n    run: sleep 3; echo rested > /out/r\n    outputs: [r]\nartifacts:\n  - { name: r, from: nap, path: r }\n";
 
 fn submit(cluster: &Cluster, yaml: &str) -> String {
-    let pipeline = cluster.env.write("slow.yaml", yaml);
-    let out = cluster.kiln_ok(&["submit", pipeline.to_str().unwrap()]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    cluster.submit("slow.yaml", yaml)
 }
 
 fn leased_to(view: &Value, worker: &str) -> bool {
@@ -428,7 +152,7 @@ fn a_step_whose_worker_is_killed_completes_on_another_exactly_once() {
     assert_eq!(nap["worker"], survivor_id.as_str(), "{nap:#}");
     assert_eq!(nap["attempts"], 2, "{nap:#}");
     assert_eq!(
-        records_of(&cluster.env.data_dir(), &run).len(),
+        cluster.records(&run).len(),
         1,
         "exactly one record is accepted"
     );
@@ -470,7 +194,7 @@ fn a_stalled_workers_late_result_is_refused_and_the_step_runs_once_elsewhere() {
     assert_eq!(view["state"], "succeeded", "{view:#}");
     let nap = step(&view, "nap");
     assert_eq!(nap["worker"], rescuer_id.as_str(), "{nap:#}");
-    assert_eq!(records_of(&cluster.env.data_dir(), &run).len(), 1);
+    assert_eq!(cluster.records(&run).len(), 1);
     let rescuer_log = cluster.workers[rescuer].output();
     assert_eq!(rescuer_log.matches("reported").count(), 1, "{rescuer_log}");
 
@@ -531,18 +255,363 @@ fn submitting_to_an_unreachable_controller_is_an_error_naming_the_network() {
     );
 }
 
-/// The step records the daemon accepted for `run`, read from its database.
-fn records_of(data_dir: &Path, run: &str) -> Vec<kiln_core::StepRecord> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+/// Five layers of ten steps; each step past the first layer needs two of the layer before and
+/// adds their numbers: 50 steps whose last layer's sums prove every edge carried its input.
+fn fifty_step_pipeline() -> String {
+    let mut yaml = String::from("version: 1\nname: layers\nrootfs: busybox@1\nsteps:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - name: l0-{i}\n    run: sleep 0.3; echo 1 > /out/n\n    outputs: [n]\n"
+        ));
+    }
+    for layer in 1..5 {
+        for i in 0..10 {
+            let (a, b) = (
+                format!("l{}-{i}", layer - 1),
+                format!("l{}-{}", layer - 1, (i + 1) % 10),
+            );
+            yaml.push_str(&format!(
+                "  - name: l{layer}-{i}\n    needs: [{a}, {b}]\n    run: sleep 0.3; echo $(( $(cat /in/{a}/n) + $(cat /in/{b}/n) )) > /out/n\n    outputs: [n]\n"
+            ));
+        }
+    }
+    yaml.push_str("artifacts:\n  - { name: n, from: l4-0, path: n }\n");
+    yaml
+}
+
+#[test]
+fn a_fifty_step_dag_completes_on_three_workers_each_step_once() {
+    let mut cluster = Cluster::start(30);
+    for name in ["w1", "w2", "w3"] {
+        cluster.worker(name, 2);
+    }
+    let run = cluster.submit("layers.yaml", &fifty_step_pipeline());
+    cluster.wait_for(&run, Duration::from_secs(300), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    let steps = view["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 50);
+    for s in steps {
+        assert_eq!(s["state"], "succeeded", "{s:#}");
+        assert_eq!(s["attempts"], 1, "{s:#}");
+    }
+    let workers: BTreeSet<&str> = steps.iter().filter_map(|s| s["worker"].as_str()).collect();
+    assert_eq!(workers.len(), 3, "not every worker ran a step: {view:#}");
+    let records = cluster.records(&run);
+    let names: BTreeSet<&str> = records.iter().map(|r| r.step.as_str()).collect();
+    assert_eq!(
+        (records.len(), names.len()),
+        (50, 50),
+        "one record per step"
+    );
+
+    // Four layers of pairwise sums of ones: 2^4.
+    let out_dir = cluster.env.path("artifacts");
+    cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
+}
+
+#[test]
+fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 2);
+    cluster.worker("w2", 2);
+    let run = cluster.submit("layers.yaml", &fifty_step_pipeline());
+    // Mid-run: some steps done, some leased.
+    cluster.wait_for(
+        &run,
+        Duration::from_secs(120),
+        "the run to be under way",
+        |v| {
+            let steps = v["steps"].as_array().unwrap();
+            let done = steps.iter().filter(|s| s["state"] == "succeeded").count();
+            let leased = steps.iter().filter(|s| s["state"] == "leased").count();
+            done >= 5 && leased >= 1
+        },
+    );
+    cluster.kill9_and_restart_daemon();
+    cluster.wait_for(&run, Duration::from_secs(300), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    for s in view["steps"].as_array().unwrap() {
+        assert_eq!(s["state"], "succeeded", "{s:#}");
+    }
+    // Nothing lost, nothing twice: one accepted record per step.
+    let records = cluster.records(&run);
+    let names: BTreeSet<&str> = records.iter().map(|r| r.step.as_str()).collect();
+    assert_eq!(
+        (records.len(), names.len()),
+        (50, 50),
+        "one record per step"
+    );
+    let out_dir = cluster.env.path("artifacts");
+    cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
+}
+
+#[test]
+fn kiln_worker_drain_lets_the_running_step_finish_then_the_worker_exits() {
+    let mut cluster = Cluster::start(30);
+    let w = cluster.worker("drained", 1);
+    let id = cluster.workers[w].worker_id();
+    let data = cluster.worker_data("drained");
+    let data = data.to_str().unwrap();
+
+    // One worker per data dir: a second one is refused, naming the first's pid.
+    let second = cluster.kiln(&[
+        "--data-dir",
+        data,
+        "worker",
+        "--controller",
+        &cluster.url,
+        "--host-ids",
+        "1900000:4",
+    ]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    let pid = cluster.workers[w].pid().to_string();
+    assert!(
+        text(&second).contains(&format!("another kiln worker runs on {data} (pid {pid})")),
+        "{}",
+        text(&second)
+    );
+
+    let run = submit(&cluster, SLOW);
+    cluster.wait_for(&run, Duration::from_secs(30), "the step to start", |v| {
+        leased_to(v, &id)
+    });
+    let drained = cluster.kiln(&["--data-dir", data, "worker", "drain"]);
+    assert!(
+        drained.status.success(),
+        "{}\n{}",
+        text(&drained),
+        cluster.logs()
+    );
+    assert!(
+        text(&drained).contains("drained and exited"),
+        "{}",
+        text(&drained)
+    );
+    let status = cluster.workers[w].wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    // The step it was running finished there and was accepted, once.
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    assert_eq!(step(&view, "nap")["attempts"], 1);
+    assert_eq!(step(&view, "nap")["worker"], id.as_str());
+
+    // Nothing runs there any more.
+    let again = cluster.kiln(&["--data-dir", data, "worker", "drain"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!("no kiln worker runs on {data}")),
+        "{}",
+        text(&again)
+    );
+}
+
+/// One step that writes a line a second for a few seconds.
+const TICKER: &str = "version: 1\nname: ticker\nrootfs: busybox@1\nsteps:\n  - name: tick\n    run: for i in 1 2 3 4 5; do echo tick $i; sleep 1; done; echo -n done\n    outputs: []\n";
+
+#[test]
+fn kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 1);
+    let run = cluster.submit("ticker.yaml", TICKER);
+    let env = [
+        ("KILN_CONTROLLER", cluster.url.as_str()),
+        ("KILN_TOKEN", cluster.token.as_str()),
+    ];
+    let mut follow = Proc::spawn_with_env(
+        "logs-follow",
+        cluster.env.dir.path(),
+        &["logs", &run, "tick", "--follow"],
+        &env,
+    );
+    // Streamed: the first line shows while the step is still running.
+    follow.wait_for_line(Duration::from_secs(60), "the first line", |l| {
+        (l == "tick 1").then_some(())
+    });
+    let view = cluster.status(&run);
+    assert_eq!(step(&view, "tick")["state"], "leased", "{view:#}");
+    let status = follow.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", follow.output());
+    let whole = "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ndone";
+    assert_eq!(follow.stdout(), whole, "{}", cluster.logs());
+
+    // After the run: the same bytes, from the step's content-addressed log.
+    let view = cluster.status(&run);
+    assert_eq!(view["state"], "succeeded", "{view:#}");
+    let again = cluster.kiln_ok(&["logs", &run, "tick"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), whole);
+    // Every step, prefixed; and as JSON lines.
+    let all = cluster.kiln_ok(&["logs", &run]);
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(all.lines().next(), Some("[tick] tick 1"), "{all}");
+    assert_eq!(all.lines().last(), Some("[tick] done"), "{all}");
+    let json = cluster.kiln_ok(&["logs", &run, "--json"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(
+        lines[4],
+        serde_json::json!({"step": "tick", "line": "tick 5"})
+    );
+    // An unknown step is an error naming it.
+    let unknown = cluster.kiln(&["logs", &run, "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown).contains("has no step \"nope\""),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[test]
+fn the_team_commands_read_the_controller_and_token_from_the_config_file() {
+    let cluster = Cluster::start(30);
+    let config = cluster.env.write(
+        "kiln-config.yaml",
+        &format!("controller: {}\ntoken: {}\n", cluster.url, cluster.token),
+    );
+    let kiln = |args: &[&str]| {
+        Command::new(kiln_bin())
+            .args(args)
+            .env_remove("KILN_CONTROLLER")
+            .env_remove("KILN_TOKEN")
+            .env("KILN_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    // Readable by others while it holds a token: refused, saying how to fix it.
+    fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let loose = kiln(&["status"]);
+    assert_eq!(loose.status.code(), Some(2), "{}", text(&loose));
+    assert!(text(&loose).contains("chmod 600"), "{}", text(&loose));
+
+    fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let listed = kiln(&["status", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let runs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs, serde_json::json!([]));
+    // A flag still wins over the file.
+    let elsewhere = kiln(&["status", "--controller", "http://127.0.0.1:9"]);
+    assert!(
+        text(&elsewhere).contains("cannot reach the controller"),
+        "{}",
+        text(&elsewhere)
+    );
+}
+
+/// Two independent steps that overlap in time, and one that gathers them.
+const PAIR: &str = "version: 1\nname: pair\nrootfs: busybox@1\nsteps:\n  - name: left\n    run: sleep 2; echo l > /out/x\n    outputs: [x]\n  - name: right\n    run: sleep 2; echo r > /out/x\n    outputs: [x]\n  - name: both\n    needs: [left, right]\n    run: cat /in/left/x /in/right/x > /out/x; chmod +x /out/x\n    outputs: [x]\nartifacts:\n  - { name: x, from: both, path: x }\n";
+
+fn audit_steps(cluster: &Cluster, run: &str) -> (Option<i32>, String, Value) {
+    let text_out = cluster.kiln(&["audit", "steps", run]);
+    let json_out = cluster.kiln(&["audit", "steps", run, "--json"]);
+    let report: Value = serde_json::from_slice(&json_out.stdout)
+        .unwrap_or_else(|_| panic!("audit steps --json prints JSON: {}", text(&json_out)));
+    assert_eq!(text_out.status.code(), json_out.status.code());
+    (
+        text_out.status.code(),
+        String::from_utf8_lossy(&text_out.stdout).into_owned(),
+        report,
+    )
+}
+
+#[test]
+fn the_step_separation_report_passes_for_a_run_on_two_workers() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 1);
+    cluster.worker("w2", 1);
+    let run = cluster.submit("pair.yaml", PAIR);
+    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let (code, text, report) = audit_steps(&cluster, &run);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Verdict: SEPARATED"), "{text}");
+    assert_eq!(text.matches("  PASS  ").count(), 3, "{text}");
+    assert_eq!(report["format"], "kiln.dev/step-separation/v1");
+    assert_eq!(report["separated"], true);
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for s in steps {
+        let sandbox = &s["sandbox"];
+        assert_eq!(sandbox["network"], "none (loopback only)", "{s:#}");
+        assert!(
+            sandbox["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m.as_str().unwrap().starts_with("/out <- ")),
+            "{s:#}"
+        );
+    }
+    assert_eq!(
+        step(&report, "both")["sandbox"]["inputs"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The artifact comes down executable, as the step left it, and --json says what was written.
+    let out_dir = cluster.env.path("artifacts");
+    let listed = cluster.kiln_ok(&[
+        "artifacts",
+        &run,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "x", "{listed:#}");
+    assert_eq!(listed[0]["path"], out_dir.join("x").to_str().unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(out_dir.join("x")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(fs::read_to_string(out_dir.join("x")).unwrap(), "l\nr\n");
+}
+
+#[test]
+fn two_workers_given_one_host_uid_range_fail_the_uid_check() {
+    let mut cluster = Cluster::start(30);
+    // A misconfiguration the separation report exists to catch: both workers run their
+    // steps as host uid 1950000.
+    cluster.worker_with("w1", 1, &["--host-ids", "1950000:1"]);
+    cluster.worker_with("w2", 1, &["--host-ids", "1950000:1"]);
+    let run = cluster.submit("pair.yaml", PAIR);
+    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
+        v["state"] != "running"
+    });
+    let view = cluster.status(&run);
+    assert_ne!(
+        step(&view, "left")["worker"],
+        step(&view, "right")["worker"],
+        "{view:#}"
+    );
+    let (code, text, report) = audit_steps(&cluster, &run);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Verdict: NOT SEPARATED"), "{text}");
+    let uids = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "uids")
         .unwrap();
-    rt.block_on(async {
-        let state = kiln_daemon::state::State::open(&data_dir.join("state.sqlite"))
-            .await
-            .unwrap();
-        let records = state.step_records(run).await.unwrap();
-        state.close().await;
-        records
-    })
+    assert_eq!(uids["passed"], false, "{report:#}");
+    assert!(
+        uids["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("both ran as host uid 1950000"),
+        "{uids:#}"
+    );
 }

@@ -6,12 +6,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, kiln_bin};
+use common::Env;
+use common::process::Proc;
 use kiln_client::{Client, ClientError, ClientIdentity, TransportSecurity};
 use kiln_core::api::v1::{
     Heartbeat, JoinRequest, LeaseRequest, RegisterWorker, RunState, StepReport, SubmitRun,
@@ -21,7 +20,7 @@ use time::OffsetDateTime;
 
 /// `kiln daemon --tls` on a free loopback port, killed on drop.
 struct Daemon {
-    child: Child,
+    proc: Proc,
     url: String,
     env: Env,
     /// Team `blue`'s API token.
@@ -39,41 +38,15 @@ impl Daemon {
 
     fn start_with(env: Env, extra: &[&str]) -> Self {
         let data = env.data_dir();
-        let stdout = env.path("daemon.stdout");
-        let stderr = env.path("daemon.stderr");
-        let child = Command::new(kiln_bin())
-            .args(["--data-dir", data.to_str().unwrap()])
-            .args(["daemon", "--listen", "127.0.0.1:0", "--tls"])
-            .args(extra)
-            .env_remove("KILN_DATA_DIR")
-            .env_remove("KILN_CONTROLLER")
-            .env("KILN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("spawn kiln daemon");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            let printed = fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(url) = printed
-                .lines()
-                .find_map(|l| l.strip_prefix("listening on "))
-            {
-                break url.trim().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not start listening\n{printed}\n{}",
-                fs::read_to_string(&stderr).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let mut args = vec!["--data-dir", data.to_str().unwrap()];
+        args.extend(["daemon", "--listen", "127.0.0.1:0", "--tls"]);
+        args.extend(extra);
+        let proc = Proc::spawn("daemon", env.dir.path(), &args);
+        let url = proc.listening_url();
         assert!(url.starts_with("https://127.0.0.1:"), "{url}");
         let token = env.team_token("blue", "1h");
         Self {
-            child,
+            proc,
             url,
             env,
             token,
@@ -145,18 +118,7 @@ impl Daemon {
     }
 
     fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            fs::read_to_string(self.env.path("daemon.stdout")).unwrap_or_default(),
-            fs::read_to_string(self.env.path("daemon.stderr")).unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.output()
     }
 }
 
@@ -356,9 +318,8 @@ const DAG: &str = "version: 1\nname: dag\nrootfs: busybox@1\nsteps:\n  - name: a
 
 /// `kiln worker --controller https://… --join-token TOKEN`, killed on drop.
 struct Worker {
-    child: Child,
+    proc: Proc,
     data: std::path::PathBuf,
-    stderr: std::path::PathBuf,
 }
 
 impl Worker {
@@ -369,42 +330,18 @@ impl Worker {
     /// Starts a worker; `log` names its output files.
     fn start(daemon: &Daemon, token: Option<&str>, log: &str) -> Self {
         let data = daemon.env.path("worker");
-        let stdout = daemon.env.path(&format!("{log}.stdout"));
-        let stderr = daemon.env.path(&format!("{log}.stderr"));
-        let child = Command::new(kiln_bin())
-            .args(["--data-dir", data.to_str().unwrap()])
-            .args(["worker", "--controller", &daemon.url, "--name", "w1"])
-            .args(["--slots", "2", "--host-ids", "1300000:16"])
-            .args(token.map(|t| ["--join-token", t]).into_iter().flatten())
-            .env_remove("KILN_DATA_DIR")
-            .env_remove("KILN_CONTROLLER")
-            .env("KILN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("spawn kiln worker");
-        Self {
-            child,
-            data,
-            stderr,
+        let mut args = vec!["--data-dir", data.to_str().unwrap()];
+        args.extend(["worker", "--controller", &daemon.url, "--name", "w1"]);
+        args.extend(["--slots", "2", "--host-ids", "1300000:16"]);
+        if let Some(token) = token {
+            args.extend(["--join-token", token]);
         }
+        let proc = Proc::spawn(log, daemon.env.dir.path(), &args);
+        Self { proc, data }
     }
 
     fn logs(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.stderr()
     }
 }
 

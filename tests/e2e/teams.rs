@@ -5,66 +5,15 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::process::Proc;
 use common::{Env, kiln_bin, text};
 use serde_json::Value;
 
 /// One step that sleeps long enough to be cancelled while it runs.
 const NAP: &str = "version: 1\nname: nap\nrootfs: busybox@1\nsteps:\n  - name: nap\n    run: sleep 4; echo rested > /out/r\n    outputs: [r]\nartifacts:\n  - { name: r, from: nap, path: r }\n";
-
-/// A child process whose process group is killed on drop.
-struct Proc {
-    child: Child,
-    stdout: std::path::PathBuf,
-    stderr: std::path::PathBuf,
-}
-
-impl Proc {
-    fn spawn(env: &Env, name: &str, args: &[&str]) -> Self {
-        let stdout = env.path(&format!("{name}.stdout"));
-        let stderr = env.path(&format!("{name}.stderr"));
-        let child = Command::new(kiln_bin())
-            .args(args)
-            .env_remove("KILN_DATA_DIR")
-            .env_remove("KILN_CONTROLLER")
-            .env_remove("KILN_TOKEN")
-            .env("KILN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).unwrap())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "{}{}",
-            fs::read_to_string(&self.stdout).unwrap_or_default(),
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A daemon (plain or `--tls`) with busybox in its mirror.
 struct Daemon {
@@ -82,22 +31,8 @@ impl Daemon {
         let mut args = vec!["--data-dir", data.to_str().unwrap()];
         args.extend(["daemon", "--listen", "127.0.0.1:0", "--lease-ttl", "30"]);
         args.extend(extra);
-        let proc = Proc::spawn(&env, "daemon", &args);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            let printed = proc.output();
-            if let Some(url) = printed
-                .lines()
-                .find_map(|l| l.split("listening on ").nth(1))
-            {
-                break url.trim().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not start listening\n{printed}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let proc = Proc::spawn("daemon", env.dir.path(), &args);
+        let url = proc.listening_url();
         Self { env, proc, url }
     }
 
@@ -143,8 +78,8 @@ impl Daemon {
     fn worker(&self) -> Proc {
         let data = self.env.path("worker");
         Proc::spawn(
-            &self.env,
             "worker",
+            self.env.dir.path(),
             &[
                 "--data-dir",
                 data.to_str().unwrap(),

@@ -136,12 +136,22 @@ impl Worker {
     /// Runs one step to completion and reports what happened. Never fails: a step that could not
     /// be run is reported with [`ExitRecord::Failed`] and the reason, also appended to its log.
     pub async fn run_step(&self, spec: StepSpec) -> StepRecord {
+        self.run_step_tapped(spec, None).await
+    }
+
+    /// [`Worker::run_step`], handing `tap` a reader of the step's log as soon as the log exists,
+    /// so that a caller can stream it while the step runs (the record's log is still the whole
+    /// log). `tap` is dropped unsent when the step fails before its log is made.
+    pub async fn run_step_tapped(&self, spec: StepSpec, tap: Option<LogTap>) -> StepRecord {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.run_blocking(spec))
+        tokio::task::spawn_blocking(move || inner.run_blocking(spec, tap))
             .await
             .expect("the step runner does not panic")
     }
 }
+
+/// Receives a reader of a running step's log ([`Worker::run_step_tapped`]).
+pub type LogTap = tokio::sync::oneshot::Sender<fs::File>;
 
 /// What running a step produced, whether or not it succeeded.
 struct Executed {
@@ -153,7 +163,7 @@ struct Executed {
 }
 
 impl Inner {
-    fn run_blocking(&self, spec: StepSpec) -> StepRecord {
+    fn run_blocking(&self, spec: StepSpec, tap: Option<LogTap>) -> StepRecord {
         let slot = self.slots.acquire();
         let started_on = OffsetDateTime::now_utc();
         // Named by slot too: a step handed out again (its first lease expired while it still
@@ -165,7 +175,7 @@ impl Inner {
             .join(format!("{}@{}", spec.step, slot.host_id));
         let log_path = dir.with_extension("log");
         let executed = self
-            .execute(&spec, &slot, &dir, &log_path)
+            .execute(&spec, &slot, &dir, &log_path, tap)
             .unwrap_or_else(|err| {
                 let reason = error_chain(&err);
                 tracing::warn!(step = %spec.step, %reason, "step could not be run");
@@ -271,10 +281,14 @@ impl Inner {
         slot: &Slot<'_>,
         dir: &Path,
         log_path: &Path,
+        tap: Option<LogTap>,
     ) -> Result<Executed, StepError> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(prepare(dir))?;
         let log = fs::File::create(log_path).map_err(prepare(log_path))?;
+        if let (Some(tap), Ok(reader)) = (tap, fs::File::open(log_path)) {
+            let _ = tap.send(reader);
+        }
         let rootfs = self
             .store
             .rootfs(&spec.rootfs.sha256)

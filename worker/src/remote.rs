@@ -17,7 +17,7 @@ use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_client::{Client, ClientError};
 use kiln_core::api::v1::{Heartbeat, Lease, LeaseRequest, RegisterWorker, StepReport};
@@ -231,9 +231,12 @@ impl RemoteWorker {
             worker_id: worker_id.to_string(),
         };
         while !draining(&drain) {
+            let asked = Instant::now();
             // Never cancelled half-way: a lease the controller handed out is always seen.
             match self.client.claim_lease(&request).await {
                 Ok(Some(lease)) => {
+                    // The claim's round trip (scripts/bench-dag.sh reads it: dispatch latency).
+                    tracing::debug!(slot, lease = %lease.lease_id, claim_us = micros(asked.elapsed()), "claimed");
                     idle.reset();
                     errors.reset();
                     let counter = match self.run_lease(worker_id, lease).await {
@@ -296,6 +299,7 @@ impl RemoteWorker {
         spec: StepSpec,
         lost: &AtomicBool,
     ) -> Outcome {
+        let phase = Instant::now();
         if let Err(err) = self.fetch_inputs(&spec).await {
             tracing::error!(lease = %lease_id, err = %chain(&err), "cannot fetch the step's inputs");
             return Outcome::Abandoned;
@@ -303,22 +307,41 @@ impl RemoteWorker {
         if lost.load(Ordering::SeqCst) {
             return Outcome::Dropped;
         }
-        let record = self.worker.run_step(spec).await;
+        let fetch_us = micros(phase.elapsed());
+        let phase = Instant::now();
+        let (tap, log) = tokio::sync::oneshot::channel();
+        let live = tokio::spawn(stream_log(
+            self.client.clone(),
+            lease_id.to_string(),
+            worker_id.to_string(),
+            log,
+        ));
+        let record = self.worker.run_step_tapped(spec, Some(tap)).await;
+        live.abort();
+        let run_us = micros(phase.elapsed());
         if lost.load(Ordering::SeqCst) {
             return Outcome::Dropped;
         }
+        let phase = Instant::now();
         if let Err(err) = self.upload_results(&record).await {
             tracing::error!(lease = %lease_id, err = %chain(&err), "cannot upload the step's results");
             return Outcome::Abandoned;
         }
+        let upload_us = micros(phase.elapsed());
         let report = StepReport {
             worker_id: worker_id.to_string(),
             record,
         };
+        let phase = Instant::now();
         let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
         for attempt in 1..=self.config.poll.attempts {
             match self.client.report(lease_id, &report).await {
-                Ok(()) => return Outcome::Reported,
+                Ok(()) => {
+                    // Where a lease's time went (scripts/bench-dag.sh reads it).
+                    tracing::debug!(lease = %lease_id, fetch_us, run_us, upload_us,
+                        report_us = micros(phase.elapsed()), "lease phases");
+                    return Outcome::Reported;
+                }
                 Err(ClientError::Conflict { .. }) => return Outcome::Dropped,
                 Err(err) if err.is_transient() && attempt < self.config.poll.attempts => {
                     tracing::warn!(lease = %lease_id, attempt, err = %chain(&err), "report failed; retrying");
@@ -466,12 +489,71 @@ fn needed_blobs(spec: &StepSpec) -> BTreeSet<Sha256Digest> {
     digests
 }
 
+/// A duration in whole microseconds, for timing fields.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A third of the ttl, so that two heartbeats may be lost before the lease expires.
 fn heartbeat_interval(ttl_secs: u64) -> Duration {
     Duration::from_millis(ttl_secs.saturating_mul(1000) / 3).max(Duration::from_millis(200))
 }
 
 /// Extends a lease every `every` until aborted; a refusal marks it `lost` and stops.
+/// How often a running step's new output goes to the controller (`kiln logs --follow`).
+const LOG_PERIOD: Duration = Duration::from_millis(500);
+/// The most sent at once; the controller takes up to 1 MiB.
+const LOG_CHUNK: usize = 256 << 10;
+
+/// Sends what the step writes to its log, in order, while it runs; aborted when it ends (its
+/// record carries the whole log). Best effort: a refused or failing append stops or skips
+/// the live copy, never the step.
+async fn stream_log(
+    client: Client,
+    lease_id: String,
+    worker_id: String,
+    log: tokio::sync::oneshot::Receiver<std::fs::File>,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let Ok(file) = log.await else { return };
+    let mut file = tokio::fs::File::from_std(file);
+    let mut offset = 0u64;
+    let mut pending = Vec::new();
+    let mut ticks = tokio::time::interval(LOG_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if pending.is_empty() {
+            pending.resize(LOG_CHUNK, 0);
+            match file.read(&mut pending).await {
+                Ok(n) => pending.truncate(n),
+                Err(_) => return,
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        match client
+            .append_log(&lease_id, &worker_id, offset, pending.clone())
+            .await
+        {
+            Ok(()) => {
+                offset += pending.len() as u64;
+                pending.clear();
+                // More is waiting: send it without pausing.
+                ticks.reset_immediately();
+            }
+            Err(err) if err.is_transient() => {
+                tracing::debug!(lease = %lease_id, err = %chain(&err), "live log append failed; retrying");
+            }
+            Err(err) => {
+                tracing::debug!(lease = %lease_id, err = %chain(&err), "live log refused; not streaming this step");
+                return;
+            }
+        }
+    }
+}
+
 async fn heartbeat_loop(
     client: Client,
     lease_id: String,

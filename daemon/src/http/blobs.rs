@@ -150,6 +150,16 @@ pub async fn get(
     digest: Sha256Digest,
     content_type: &'static str,
 ) -> Result<Response, ApiError> {
+    get_from(controller, digest, 0, content_type).await
+}
+
+/// [`get`] from byte `offset` on (past the end: an empty body).
+pub async fn get_from(
+    controller: Arc<Controller>,
+    digest: Sha256Digest,
+    offset: u64,
+    content_type: &'static str,
+) -> Result<Response, ApiError> {
     let check = controller.clone();
     let verified = tokio::task::spawn_blocking(move || check.store().verify(&digest))
         .await
@@ -162,14 +172,19 @@ pub async fn get(
         Err(err) => return Err(ApiError::internal(&err)),
     }
     let path = blob_path(controller.store(), &digest);
-    let file = tokio::fs::File::open(&path)
+    let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let len = file
+    let size = file
         .metadata()
         .await
         .map_err(|e| ApiError::internal(&e))?
         .len();
+    let offset = offset.min(size);
+    tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let len = size - offset;
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

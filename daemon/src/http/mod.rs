@@ -11,11 +11,16 @@
 //! Team routes (`/v1/runs*`) need a team's bearer token in both modes ([`teams`]); a team
 //! sees only its own runs.
 //!
-//! Deliberately absent in this increment: log streaming while a step runs, metrics.
+//! `/healthz`, `/readyz` and `/metrics` ([`health`]) are open in both modes: no token, no
+//! client certificate.
+//!
+//! Deliberately absent in this increment: log streaming while a step runs.
 
 mod blobs;
 pub mod enroll;
 mod error;
+mod health;
+mod logs;
 pub mod teams;
 pub mod tls;
 
@@ -201,6 +206,11 @@ impl Server {
         if let Err(err) = self.dispatcher.tick().await {
             tracing::error!(error = %error::one_line(&err), "cannot resume");
         }
+        // Live logs of leases that ended while no daemon ran (expired, or reported then
+        // crashed before the live copy was dropped).
+        if let Err(err) = self.dispatcher.controller().state().sweep_live_logs().await {
+            tracing::warn!(error = %err, "cannot sweep live logs");
+        }
         let ticker = {
             let dispatcher = self.dispatcher.clone();
             let period = self.tick;
@@ -239,7 +249,11 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
         .route("/v1/workers", post(register_worker))
         .route("/v1/leases", post(claim_lease))
         .route("/v1/leases/{lease}/heartbeat", post(heartbeat))
-        .route("/v1/leases/{lease}/report", post(report));
+        .route("/v1/leases/{lease}/report", post(report))
+        .route(
+            "/v1/leases/{lease}/log",
+            post(logs::append).layer(DefaultBodyLimit::max(logs::LIVE_CHUNK_MAX)),
+        );
     let (workers, upload, enrollment) = match &auth {
         WorkerAuth::None => (workers, upload, Router::new()),
         WorkerAuth::ClientCert(gate) => (
@@ -260,7 +274,7 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{run}", get(show_run))
         .route("/v1/runs/{run}/cancel", post(cancel_run))
-        .route("/v1/runs/{run}/steps/{step}/log", get(step_log))
+        .route("/v1/runs/{run}/steps/{step}/log", get(logs::read))
         .route("/v1/runs/{run}/artifacts/{name}", get(artifact))
         .route(
             "/v1/runs/{run}/artifacts/{name}/provenance",
@@ -278,6 +292,7 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
         }
     };
     open.route("/v1/blobs/{sha256}", upload)
+        .merge(health::routes())
         .merge(team_routes)
         .merge(workers)
         .merge(enrollment)
@@ -358,23 +373,6 @@ async fn cancel_run(
         .ok_or_else(|| no_run(&run))
 }
 
-async fn step_log(
-    State(app): State<App>,
-    Extension(Team(team)): TeamExt,
-    Path((run, step)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    check_team(&app, &team, &run).await?;
-    let digest = app
-        .controller()
-        .state()
-        .step_log(&run, &step)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("run {run} has no log for step {step} (yet)"))
-        })?;
-    blobs::get(app.controller().clone(), digest, "application/octet-stream").await
-}
-
 async fn artifact(
     State(app): State<App>,
     Extension(Team(team)): TeamExt,
@@ -430,6 +428,7 @@ async fn register_worker(
 ) -> Result<Json<v1::WorkerRegistered>, ApiError> {
     let Json(req) = body?;
     let worker_id = app.register(&req).await?;
+    app.metrics().worker_seen(&worker_id, app.now());
     if let Some(Extension(gate)) = &gate {
         let identity = peer
             .and_then(|Extension(p)| p.worker)
@@ -450,7 +449,9 @@ async fn claim_lease(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
-    Ok(match app.claim(&req.worker_id).await? {
+    let claimed = health::timed(&app, app.claim(&req.worker_id)).await?;
+    app.metrics().worker_seen(&req.worker_id, app.now());
+    Ok(match claimed {
         Some(lease) => Json(lease).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -466,6 +467,7 @@ async fn heartbeat(
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
     app.heartbeat(&lease, &req.worker_id).await?;
+    app.metrics().worker_seen(&req.worker_id, app.now());
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -479,6 +481,11 @@ async fn report(
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
     app.report(&lease, &req).await?;
+    // The record's log blob is the log now; the live copy only cost space.
+    if let Err(err) = app.controller().state().drop_live_log(&lease).await {
+        tracing::warn!(%lease, error = %err, "cannot drop a reported step's live log");
+    }
+    app.metrics().worker_seen(&req.worker_id, app.now());
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,5 @@
 //! Enrollment state: one-time join tokens and which certificate identity registered which
-//! worker (tables of `migrations/0003_pki.sql`).
+//! worker (tables of `migrations/sqlite/0003_pki.sql` and its PostgreSQL twin).
 //!
 //! A join token reads `kiln1-<CA fingerprint>-<secret>`: the worker pins the CA by the first
 //! part and proves the token with the second. Only the secret's sha256 is stored.

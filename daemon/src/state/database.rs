@@ -197,7 +197,7 @@ mod tests {
     /// migration whose bytes change makes every existing `state.sqlite` refuse to open.
     #[test]
     fn sqlite_migrations_are_byte_identical_to_the_released_ones() {
-        const RELEASED: [(i64, &str); 5] = [
+        const RELEASED: [(i64, &str); 6] = [
             (
                 1,
                 "41c3aa01d6d993149f63a7fe2c562764f952b7a7818207706fe74c6226679ac4e9d4bc2b7998108f11fa9826b95c5b80",
@@ -217,6 +217,10 @@ mod tests {
             (
                 5,
                 "bf54d7fa714cd612d486873a9d5843198d83e80f29fe5f3a07c06643f6bce4e6ea7d3c3adda16b7d4ba3cefc84e9ac3d",
+            ),
+            (
+                6,
+                "c1468ac79079e4a361d153ec7be2fe574197c9daecbc44b8ce05a8fff5640a3ac840f668c851037095200cc0a9774e03",
             ),
         ];
         let ours: Vec<(i64, String)> = SQLITE_MIGRATIONS

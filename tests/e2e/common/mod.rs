@@ -1,6 +1,9 @@
 //! Shared helpers of the end-to-end tests: they drive the real `kiln` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod process;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
