@@ -16,6 +16,8 @@ use kiln_core::{
     UsageRecord,
 };
 use kiln_daemon::http::{BodyLimits, WorkerAuth};
+use kiln_daemon::state::Backend;
+use kiln_daemon::state::testing::TestDatabase;
 use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
 use time::OffsetDateTime;
 use tower::ServiceExt as _;
@@ -47,15 +49,20 @@ struct Env {
     server: Server,
     router: Router,
     token: String,
+    /// The state database (on PostgreSQL, dropped with the `Env`).
+    db: TestDatabase,
 }
 
 impl Env {
     /// A data dir with a rootfs `busybox@1` in the mirror and a token for team `blue`.
-    async fn new() -> Self {
+    async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
         let token = {
-            let controller = kiln_daemon::Controller::open(&data).await.unwrap();
+            let controller = kiln_daemon::Controller::open_with(&data, Some(db.database()))
+                .await
+                .unwrap();
             let rootfs = dir.path().join("rootfs");
             std::fs::create_dir_all(rootfs.join("bin")).unwrap();
             std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
@@ -79,6 +86,7 @@ impl Env {
         };
         let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
         let mut config = ServerConfig::new(data);
+        config.database = Some(db.database().clone());
         config.dispatch = DispatchConfig {
             lease_ttl: TTL,
             max_attempts: 3,
@@ -92,6 +100,7 @@ impl Env {
             server,
             router,
             token,
+            db,
         }
     }
 
@@ -324,17 +333,26 @@ impl Exposition {
     }
 }
 
-#[tokio::test]
-async fn healthz_answers_without_any_credentials() {
-    let env = Env::new().await;
+kiln_daemon::backend_tests! {
+    #[tokio::test] healthz_answers_without_any_credentials;
+    #[tokio::test] readyz_fails_while_the_blob_store_cannot_be_written;
+    #[tokio::test] readyz_fails_once_the_database_is_closed;
+    #[tokio::test] metrics_follow_a_run_through_claims_expiry_and_reports;
+    #[tokio::test] lease_holder_is_alive_for_a_restarted_daemon;
+    #[tokio::test] cancelled_run_is_counted_as_cancelled;
+    #[tokio::test] metrics_names_are_the_documented_ones;
+    #[tokio::test] probes_and_metrics_need_no_client_certificate_under_tls;
+}
+
+async fn healthz_answers_without_any_credentials(backend: Backend) {
+    let env = Env::new(backend).await;
     let (status, body) = env.get_open("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "ok\n");
 }
 
-#[tokio::test]
-async fn readyz_fails_while_the_blob_store_cannot_be_written() {
-    let env = Env::new().await;
+async fn readyz_fails_while_the_blob_store_cannot_be_written(backend: Backend) {
+    let env = Env::new(backend).await;
     assert_eq!(
         env.get_open("/readyz").await,
         (StatusCode::OK, "ready\n".into())
@@ -361,9 +379,8 @@ async fn readyz_fails_while_the_blob_store_cannot_be_written() {
     assert!(leftovers.is_empty(), "the probe left {leftovers:?}");
 }
 
-#[tokio::test]
-async fn readyz_fails_once_the_database_is_closed() {
-    let env = Env::new().await;
+async fn readyz_fails_once_the_database_is_closed(backend: Backend) {
+    let env = Env::new(backend).await;
     assert_eq!(env.get_open("/readyz").await.0, StatusCode::OK);
     env.server.dispatcher().controller().state().close().await;
     let (status, body) = env.get_open("/readyz").await;
@@ -380,9 +397,8 @@ async fn readyz_fails_once_the_database_is_closed() {
     );
 }
 
-#[tokio::test]
-async fn metrics_follow_a_run_through_claims_expiry_and_reports() {
-    let env = Env::new().await;
+async fn metrics_follow_a_run_through_claims_expiry_and_reports(backend: Backend) {
+    let env = Env::new(backend).await;
     let m = env.metrics().await;
     assert_eq!(m.get("kiln_queue_depth"), 0.0);
     assert_eq!(m.get("kiln_runs_accepted_total"), 0.0);
@@ -480,13 +496,13 @@ async fn metrics_follow_a_run_through_claims_expiry_and_reports() {
 }
 
 /// A restarted daemon has heard from no worker yet, but one holding an unexpired lease is alive.
-#[tokio::test]
-async fn lease_holder_is_alive_for_a_restarted_daemon() {
-    let env = Env::new().await;
+async fn lease_holder_is_alive_for_a_restarted_daemon(backend: Backend) {
+    let env = Env::new(backend).await;
     env.submit(THREE_STEPS).await;
     let w = env.register("w1").await;
     env.claim(&w).await;
     let mut config = ServerConfig::new(env.data_dir());
+    config.database = Some(env.db.database().clone());
     config.dispatch = DispatchConfig {
         lease_ttl: TTL,
         max_attempts: 3,
@@ -511,9 +527,8 @@ async fn lease_holder_is_alive_for_a_restarted_daemon() {
     assert_eq!(m.get("kiln_workers_alive"), 0.0);
 }
 
-#[tokio::test]
-async fn cancelled_run_is_counted_as_cancelled() {
-    let env = Env::new().await;
+async fn cancelled_run_is_counted_as_cancelled(backend: Backend) {
+    let env = Env::new(backend).await;
     let run = env.submit(THREE_STEPS).await;
     let (status, body) = env
         .post(&format!("/v1/runs/{run}/cancel"), &serde_json::json!({}))
@@ -524,9 +539,8 @@ async fn cancelled_run_is_counted_as_cancelled() {
     assert_eq!(m.get("kiln_queue_depth"), 0.0);
 }
 
-#[tokio::test]
-async fn metrics_names_are_the_documented_ones() {
-    let env = Env::new().await;
+async fn metrics_names_are_the_documented_ones(backend: Backend) {
+    let env = Env::new(backend).await;
     let (status, body) = env.get_open("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let families: BTreeSet<&str> = body
@@ -560,9 +574,8 @@ async fn metrics_names_are_the_documented_ones() {
 }
 
 /// Under `--tls` the probes and metrics need no client certificate, while worker routes do.
-#[tokio::test]
-async fn probes_and_metrics_need_no_client_certificate_under_tls() {
-    let env = Env::new().await;
+async fn probes_and_metrics_need_no_client_certificate_under_tls(backend: Backend) {
+    let env = Env::new(backend).await;
     let dispatcher = env.server.dispatcher().clone();
     let pki = kiln_daemon::pki::Pki::open_or_create(&env.data_dir()).unwrap();
     let gate = kiln_daemon::http::enroll::WorkerGate {
