@@ -31,7 +31,8 @@ pub struct WorkerArgs {
     /// The name the controller shows for this worker [default: the host name].
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// A label steps may require, e.g. `arch=x86_64`; repeatable.
+    /// A label steps may require (`requires:` in a pipeline), e.g. `gpu=a100`; repeatable.
+    /// Every worker also offers `arch` and `os` (`arch=x86_64`, `os=linux`) unless given here.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// Unprivileged host ids for this worker's steps, as FIRST:COUNT. Workers sharing a machine
@@ -68,10 +69,21 @@ enum WorkerAction {
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, found {text:?}")),
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, found {text:?}"))?;
+    match kiln_core::labels::label_problem(key, value) {
+        Some(problem) => Err(problem),
+        None => Ok((key.to_string(), value.to_string())),
     }
+}
+
+/// `--label`s over the labels every worker offers: `arch` (e.g. `x86_64`) and `os` (`linux`),
+/// so that a step can ask for the machine it needs without operators labelling the obvious.
+fn worker_labels(given: Vec<(String, String)>) -> BTreeMap<String, String> {
+    let mut labels = kiln_core::labels::host_labels();
+    labels.extend(given);
+    labels
 }
 
 fn parse_ids(text: &str) -> Result<IdRange, String> {
@@ -140,7 +152,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         RemoteConfig {
             name: name.clone(),
             slots: args.slots,
-            labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            labels: worker_labels(args.labels),
             transfer_dir: data_dir.join("transfer"),
             poll: PollPolicy::default(),
         },

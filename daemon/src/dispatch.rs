@@ -290,6 +290,7 @@ impl Dispatcher {
                 name: &req.name,
                 slots: req.slots,
                 labels_json: &labels,
+                labels: &req.labels,
                 registered_at: self.now(),
             })
             .await?;

@@ -35,6 +35,15 @@ pub enum AcceptError {
         reference: MirrorRef,
         sha256: Sha256Digest,
     },
+    #[error(
+        "step {step} requires {key}={value}, but `kiln run` runs every step on this machine, which offers {offered}; submit the pipeline to a controller with such a worker (`kiln submit`)"
+    )]
+    LocalLabel {
+        step: String,
+        key: String,
+        value: String,
+        offered: String,
+    },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -111,7 +120,30 @@ pub async fn accept(
     pipeline: Pipeline,
     source: PipelineSource,
 ) -> Result<AcceptedRun, AcceptError> {
+    check_local_labels(&pipeline)?;
     accept_with(state, contains, pipeline, source, Dispatch::Local).await
+}
+
+/// Refuses a pipeline with a step that requires a label this machine does not offer.
+fn check_local_labels(pipeline: &Pipeline) -> Result<(), AcceptError> {
+    let offered = kiln_core::labels::host_labels();
+    for step in pipeline.steps() {
+        for (key, value) in step.requires() {
+            if offered.get(key) != Some(value) {
+                return Err(AcceptError::LocalLabel {
+                    step: step.name().to_owned(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    offered: offered
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Resolves and records a run dispatched as `dispatch` says. On any error nothing has been
@@ -152,6 +184,7 @@ pub async fn accept_with(
         .map(|s| NewStep {
             name: s.name(),
             needs: s.needs(),
+            requires: s.requires(),
         })
         .collect();
     let submission = match dispatch {

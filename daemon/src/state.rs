@@ -125,6 +125,8 @@ pub struct NewRun<'a> {
 pub struct NewStep<'a> {
     pub name: &'a str,
     pub needs: &'a [String],
+    /// Labels a worker must offer to be leased this step.
+    pub requires: &'a BTreeMap<String, String>,
 }
 
 /// What a daemon keeps of a submitted run so that a restarted daemon can resume it.
@@ -412,6 +414,18 @@ impl State {
             .map_err(query_err("insert step"))?;
         }
         for step in &run.steps {
+            for (key, value) in step.requires {
+                sqlx::query(
+                    "INSERT INTO step_requires (run_id, step, key, value) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(run.id)
+                .bind(step.name)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("insert step requirement"))?;
+            }
             for need in step.needs {
                 sqlx::query("INSERT INTO step_needs (run_id, step, need) VALUES ($1, $2, $3)")
                     .bind(run.id)

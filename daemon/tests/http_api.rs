@@ -185,13 +185,20 @@ impl Env {
     }
 
     async fn register(&self, name: &str) -> String {
+        self.register_with(name, &[]).await
+    }
+
+    async fn register_with(&self, name: &str, labels: &[(&str, &str)]) -> String {
         let (status, body) = self
             .post(
                 "/v1/workers",
                 &v1::RegisterWorker {
                     name: name.into(),
                     slots: 1,
-                    labels: Default::default(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                 },
             )
             .await;
@@ -394,6 +401,48 @@ kiln_daemon::backend_tests! {
     #[tokio::test] expired_team_token_is_refused;
     #[tokio::test] a_team_cannot_see_another_teams_run;
     #[tokio::test] cancel_revokes_leases_and_the_late_report_is_refused;
+    #[tokio::test] a_step_is_leased_only_to_a_worker_offering_every_label_it_requires;
+    #[tokio::test] a_worker_with_a_malformed_label_is_refused;
+}
+
+async fn a_step_is_leased_only_to_a_worker_offering_every_label_it_requires(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.submit_ok(
+        "version: 1\nname: l\nrootfs: busybox@1\nsteps:\n  - { name: gpu, run: 'true', requires: { gpu: a100, arch: x86_64 } }\n",
+    )
+    .await;
+    let none = env.register("none").await;
+    let half = env.register_with("half", &[("gpu", "a100")]).await;
+    let wrong = env
+        .register_with("wrong", &[("gpu", "h100"), ("arch", "x86_64")])
+        .await;
+    for w in [&none, &half, &wrong] {
+        assert!(env.claim(w).await.is_none(), "{w} lacks a label");
+    }
+    let both = env
+        .register_with(
+            "both",
+            &[("gpu", "a100"), ("arch", "x86_64"), ("extra", "1")],
+        )
+        .await;
+    let lease = env.claim(&both).await.expect("offers every label");
+    assert_eq!(lease.spec.step, "gpu");
+}
+
+async fn a_worker_with_a_malformed_label_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
+    let (status, body) = env
+        .post(
+            "/v1/workers",
+            &v1::RegisterWorker {
+                name: "w".into(),
+                slots: 1,
+                labels: [("gpu".to_string(), "a 100".to_string())].into(),
+            },
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("label gpu's value"));
 }
 
 fn step<'a>(run: &'a v1::RunView, name: &str) -> &'a v1::StepView {

@@ -19,18 +19,24 @@ pub(crate) struct Cycle {
 /// Orders steps so each comes after everything it needs; among steps that are ready at the
 /// same time, the one declared first goes first. `needs[i]` lists step `i`'s edges.
 pub(crate) fn topo_order(needs: &[Vec<Edge>]) -> Result<Vec<usize>, Vec<Cycle>> {
-    let mut waiting: Vec<BTreeSet<usize>> = needs
-        .iter()
-        .map(|e| e.iter().map(|&(n, _)| n).collect())
-        .collect();
-    let mut ready: BTreeSet<usize> = (0..needs.len())
-        .filter(|&i| waiting[i].is_empty())
-        .collect();
+    // How many distinct steps each step still waits for, and which steps wait for each one:
+    // finishing a step touches only its dependents, so the whole sort is O(steps + edges).
+    let mut waiting: Vec<usize> = Vec::with_capacity(needs.len());
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
+    for (i, edges) in needs.iter().enumerate() {
+        let distinct: BTreeSet<usize> = edges.iter().map(|&(n, _)| n).collect();
+        waiting.push(distinct.len());
+        for n in distinct {
+            dependents[n].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..needs.len()).filter(|&i| waiting[i] == 0).collect();
     let mut order = Vec::with_capacity(needs.len());
     while let Some(done) = ready.pop_first() {
         order.push(done);
-        for (i, w) in waiting.iter_mut().enumerate() {
-            if w.remove(&done) && w.is_empty() {
+        for &i in &dependents[done] {
+            waiting[i] -= 1;
+            if waiting[i] == 0 {
                 ready.insert(i);
             }
         }
@@ -38,7 +44,11 @@ pub(crate) fn topo_order(needs: &[Vec<Edge>]) -> Result<Vec<usize>, Vec<Cycle>> 
     if order.len() == needs.len() {
         return Ok(order);
     }
-    let stuck: BTreeSet<usize> = (0..needs.len()).filter(|i| !order.contains(i)).collect();
+    let mut sorted = vec![false; needs.len()];
+    for &i in &order {
+        sorted[i] = true;
+    }
+    let stuck: BTreeSet<usize> = (0..needs.len()).filter(|&i| !sorted[i]).collect();
     Err(find_cycles(needs, &stuck))
 }
 

@@ -1,6 +1,6 @@
 //! The validated pipeline: what the rest of kiln trusts without re-checking.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kiln_core::{MirrorRef, ResourceRequest, Sha256Digest};
@@ -14,6 +14,8 @@ pub struct Pipeline {
     pub(crate) source_date_epoch: i64,
     pub(crate) inputs: BTreeMap<String, InputDecl>,
     pub(crate) steps: Vec<Step>,
+    /// Index into `steps` by name: the daemon looks a step up on every lease.
+    pub(crate) step_index: HashMap<String, usize>,
     pub(crate) artifacts: Vec<Artifact>,
 }
 
@@ -45,7 +47,7 @@ impl Pipeline {
 
     /// The step called `name`.
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+        self.step_index.get(name).map(|&i| &self.steps[i])
     }
 
     /// The artifacts to publish, in declaration order.
@@ -74,6 +76,7 @@ pub struct Step {
     pub(crate) timeout: Duration,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) resources: ResourceRequest,
+    pub(crate) requires: BTreeMap<String, String>,
 }
 
 impl Step {
@@ -116,6 +119,12 @@ impl Step {
     /// Every value given is within the bounds documented in the JSON Schema.
     pub fn resources(&self) -> ResourceRequest {
         self.resources
+    }
+
+    /// Labels a worker must offer to be given this step (`requires:`); each well formed
+    /// ([`kiln_core::labels::label_problem`]).
+    pub fn requires(&self) -> &BTreeMap<String, String> {
+        &self.requires
     }
 }
 

@@ -217,6 +217,15 @@ pub(crate) struct RawStep {
     /// Limits for the whole step (every process it starts); the worker's defaults fill gaps.
     #[serde(default)]
     pub resources: Option<RawResources>,
+    /// Labels a worker must offer (`kiln worker --label KEY=VALUE`) to be given this step,
+    /// such as `{ arch: x86_64 }`.
+    #[serde(default)]
+    #[schemars(extend(
+        "propertyNames" = { "pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$" },
+        "additionalProperties" = { "type": "string", "pattern": "^[A-Za-z0-9._/-]{1,63}$" },
+        "maxProperties" = 32
+    ))]
+    pub requires: NodeMap<Node<String>>,
 }
 
 /// A step's resource limits, each optional. Values are kept as the scalar's text and parsed

@@ -66,6 +66,11 @@ impl Checker {
                 rootfs,
                 source_date_epoch,
                 inputs,
+                step_index: steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name.clone(), i))
+                    .collect(),
                 steps,
                 artifacts,
             }),
@@ -222,7 +227,39 @@ impl Checker {
             timeout: self.timeout(raw.timeout.as_ref()),
             env: self.env(name, &raw.env),
             resources: self.resources(raw.resources.as_ref()),
+            requires: self.requires(name, &raw.requires),
         }
+    }
+
+    fn requires(&mut self, step: &str, raw: &NodeMap<Node<String>>) -> BTreeMap<String, String> {
+        if raw.0.len() > kiln_core::labels::MAX_LABELS {
+            let msg = format!(
+                "step {} requires {} labels; at most {} are allowed",
+                shown(step),
+                raw.0.len(),
+                kiln_core::labels::MAX_LABELS
+            );
+            self.err(raw.0[kiln_core::labels::MAX_LABELS].0.at, msg);
+        }
+        for (key, value) in &raw.0 {
+            let escaped_key = crate::diagnostic::escape_controls(&key.value);
+            let escaped_value = crate::diagnostic::escape_controls(&value.value);
+            if let Some(problem) = kiln_core::labels::label_problem(&escaped_key, &escaped_value) {
+                let at = if kiln_core::labels::label_problem(&escaped_key, "x").is_some() {
+                    key.at
+                } else {
+                    value.at
+                };
+                self.err(
+                    at,
+                    format!("step {} requires a malformed label: {problem}", shown(step)),
+                );
+            }
+        }
+        raw.0
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.value.clone()))
+            .collect()
     }
 
     fn resources(&mut self, raw: Option<&RawResources>) -> ResourceRequest {

@@ -615,3 +615,75 @@ fn two_workers_given_one_host_uid_range_fail_the_uid_check() {
         "{uids:#}"
     );
 }
+
+/// Two steps for a GPU worker, one for any worker, one for a machine nobody here has.
+const LABELLED: &str = "version: 1\nname: labelled\nrootfs: busybox@1\nsteps:\n  - name: train-1\n    run: echo t1 > /out/x\n    outputs: [x]\n    requires: { gpu: a100 }\n  - name: train-2\n    run: echo t2 > /out/x\n    outputs: [x]\n    requires: { gpu: a100, os: linux }\n  - name: plain\n    run: echo p > /out/x\n    outputs: [x]\n  - name: arm\n    run: echo a > /out/x\n    outputs: [x]\n    requires: { arch: riscv64 }\n";
+
+#[test]
+fn steps_go_only_to_workers_offering_the_labels_they_require() {
+    let mut cluster = Cluster::start(30);
+    let plain = cluster.worker("plain", 2);
+    let gpu = cluster.worker_with("gpu", 1, &["--label", "gpu=a100"]);
+    let (plain_id, gpu_id) = (
+        cluster.workers[plain].worker_id(),
+        cluster.workers[gpu].worker_id(),
+    );
+    let run = cluster.submit("labelled.yaml", LABELLED);
+    cluster.wait_for(&run, Duration::from_secs(120), "the runnable steps", |v| {
+        ["train-1", "train-2", "plain"]
+            .iter()
+            .all(|s| step(v, s)["state"] == "succeeded")
+    });
+    let view = cluster.status(&run);
+    assert_eq!(
+        step(&view, "train-1")["worker"],
+        gpu_id.as_str(),
+        "{view:#}"
+    );
+    assert_eq!(
+        step(&view, "train-2")["worker"],
+        gpu_id.as_str(),
+        "{view:#}"
+    );
+    assert!(
+        [plain_id.as_str(), gpu_id.as_str()]
+            .contains(&step(&view, "plain")["worker"].as_str().unwrap()),
+        "{view:#}"
+    );
+    // No worker offers arch=riscv64: the step waits, and the run with it.
+    std::thread::sleep(Duration::from_secs(2));
+    let view = cluster.status(&run);
+    assert_eq!(step(&view, "arm")["state"], "pending", "{view:#}");
+    assert_eq!(view["state"], "running", "{view:#}");
+    cluster.kiln_ok(&["cancel", &run]);
+}
+
+#[test]
+fn malformed_labels_and_labels_kiln_run_cannot_offer_are_refused() {
+    let env = Env::new();
+    let bad = env.kiln(&[
+        "worker",
+        "--controller",
+        "http://127.0.0.1:9",
+        "--label",
+        "gpu=a 100",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("label gpu's value \"a 100\""),
+        "{}",
+        text(&bad)
+    );
+
+    env.import_busybox();
+    let pipeline = env.write("labelled.yaml", LABELLED);
+    let out = env.run(&pipeline);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "step train-1 requires gpu=a100, but `kiln run` runs every step on this machine"
+        ),
+        "{}",
+        text(&out)
+    );
+}

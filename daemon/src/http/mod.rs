@@ -427,6 +427,16 @@ async fn register_worker(
     body: Result<Json<v1::RegisterWorker>, JsonRejection>,
 ) -> Result<Json<v1::WorkerRegistered>, ApiError> {
     let Json(req) = body?;
+    let malformed = req
+        .labels
+        .iter()
+        .find_map(|(k, v)| kiln_core::labels::label_problem(k, v));
+    if let Some(problem) = malformed.or_else(|| {
+        (req.labels.len() > kiln_core::labels::MAX_LABELS)
+            .then(|| format!("at most {} labels", kiln_core::labels::MAX_LABELS))
+    }) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, problem));
+    }
     let worker_id = app.register(&req).await?;
     app.metrics().worker_seen(&worker_id, app.now());
     if let Some(Extension(gate)) = &gate {

@@ -31,6 +31,8 @@ pub struct NewWorker<'a> {
     pub name: &'a str,
     pub slots: u32,
     pub labels_json: &'a str,
+    /// The labels it offers, as in `labels_json`: what `requires:` is matched against.
+    pub labels: &'a BTreeMap<String, String>,
     pub registered_at: OffsetDateTime,
 }
 
@@ -151,6 +153,7 @@ impl State {
 
     /// Records a worker.
     pub async fn register_worker(&self, worker: &NewWorker<'_>) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
         sqlx::query(
             "INSERT INTO workers (id, name, slots, labels_json, registered_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -159,10 +162,19 @@ impl State {
         .bind(i64::from(worker.slots))
         .bind(worker.labels_json)
         .bind(rfc3339(worker.registered_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query_err("insert worker"))?;
-        Ok(())
+        for (key, value) in worker.labels {
+            sqlx::query("INSERT INTO worker_labels (worker_id, key, value) VALUES ($1, $2, $3)")
+                .bind(worker.id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("insert worker label"))?;
+        }
+        tx.commit().await.map_err(query_err("commit worker"))
     }
 
     /// Whether a worker with this id registered.
@@ -196,10 +208,17 @@ impl State {
                    SELECT 1 FROM step_needs n
                    JOIN steps d ON d.run_id = n.run_id AND d.name = n.need
                    WHERE n.run_id = s.run_id AND n.step = s.name AND d.state <> 'succeeded')
+               AND NOT EXISTS (
+                   SELECT 1 FROM step_requires q
+                   WHERE q.run_id = s.run_id AND q.step = s.name
+                     AND NOT EXISTS (
+                         SELECT 1 FROM worker_labels l
+                         WHERE l.worker_id = $1 AND l.key = q.key AND l.value = q.value))
              ORDER BY r.started_at, r.id, s.position
              LIMIT 1",
             "FOR UPDATE OF s SKIP LOCKED",
         ))
+        .bind(worker_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_err("find a ready step"))?;
