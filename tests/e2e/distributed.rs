@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{Cluster, step};
 use common::process::Proc;
 use common::{Env, kiln_bin, text};
+use kiln_daemon::state::Backend;
 use serde_json::Value;
 
 /// 16 independent steps, two that gather eight each, one that joins them and one that
@@ -128,9 +129,8 @@ fn leased_to(view: &Value, worker: &str) -> bool {
     s["state"] == "leased" && s["worker"] == worker
 }
 
-#[test]
-fn a_step_whose_worker_is_killed_completes_on_another_exactly_once() {
-    let mut cluster = Cluster::start(FAULT_TTL);
+fn a_step_whose_worker_is_killed_completes_on_another_exactly_once(backend: Backend) {
+    let mut cluster = Cluster::start_on(FAULT_TTL, backend);
     let doomed = cluster.worker("doomed", 1);
     let doomed_id = cluster.workers[doomed].worker_id();
     let run = submit(&cluster, SLOW);
@@ -160,9 +160,8 @@ fn a_step_whose_worker_is_killed_completes_on_another_exactly_once() {
     assert_eq!(log.matches("reported").count(), 1, "{log}");
 }
 
-#[test]
-fn a_stalled_workers_late_result_is_refused_and_the_step_runs_once_elsewhere() {
-    let mut cluster = Cluster::start(FAULT_TTL);
+fn a_stalled_workers_late_result_is_refused_and_the_step_runs_once_elsewhere(backend: Backend) {
+    let mut cluster = Cluster::start_on(FAULT_TTL, backend);
     let stalled = cluster.worker("stalled", 1);
     let stalled_id = cluster.workers[stalled].worker_id();
     let run = submit(&cluster, SLOW);
@@ -279,9 +278,8 @@ fn fifty_step_pipeline() -> String {
     yaml
 }
 
-#[test]
-fn a_fifty_step_dag_completes_on_three_workers_each_step_once() {
-    let mut cluster = Cluster::start(30);
+fn a_fifty_step_dag_completes_on_three_workers_each_step_once(backend: Backend) {
+    let mut cluster = Cluster::start_on(30, backend);
     for name in ["w1", "w2", "w3"] {
         cluster.worker(name, 2);
     }
@@ -313,9 +311,8 @@ fn a_fifty_step_dag_completes_on_three_workers_each_step_once() {
     assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
 }
 
-#[test]
-fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted() {
-    let mut cluster = Cluster::start(30);
+fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted(backend: Backend) {
+    let mut cluster = Cluster::start_on(30, backend);
     cluster.worker("w1", 2);
     cluster.worker("w2", 2);
     let run = cluster.submit("layers.yaml", &fifty_step_pipeline());
@@ -416,9 +413,8 @@ fn kiln_worker_drain_lets_the_running_step_finish_then_the_worker_exits() {
 /// One step that writes a line a second for a few seconds.
 const TICKER: &str = "version: 1\nname: ticker\nrootfs: busybox@1\nsteps:\n  - name: tick\n    run: for i in 1 2 3 4 5; do echo tick $i; sleep 1; done; echo -n done\n    outputs: []\n";
 
-#[test]
-fn kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log() {
-    let mut cluster = Cluster::start(30);
+fn kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log(backend: Backend) {
+    let mut cluster = Cluster::start_on(30, backend);
     cluster.worker("w1", 1);
     let run = cluster.submit("ticker.yaml", TICKER);
     let env = [
@@ -524,9 +520,8 @@ fn audit_steps(cluster: &Cluster, run: &str) -> (Option<i32>, String, Value) {
     )
 }
 
-#[test]
-fn the_step_separation_report_passes_for_a_run_on_two_workers() {
-    let mut cluster = Cluster::start(30);
+fn the_step_separation_report_passes_for_a_run_on_two_workers(backend: Backend) {
+    let mut cluster = Cluster::start_on(30, backend);
     cluster.worker("w1", 1);
     cluster.worker("w2", 1);
     let run = cluster.submit("pair.yaml", PAIR);
@@ -619,9 +614,8 @@ fn two_workers_given_one_host_uid_range_fail_the_uid_check() {
 /// Two steps for a GPU worker, one for any worker, one for a machine nobody here has.
 const LABELLED: &str = "version: 1\nname: labelled\nrootfs: busybox@1\nsteps:\n  - name: train-1\n    run: echo t1 > /out/x\n    outputs: [x]\n    requires: { gpu: a100 }\n  - name: train-2\n    run: echo t2 > /out/x\n    outputs: [x]\n    requires: { gpu: a100, os: linux }\n  - name: plain\n    run: echo p > /out/x\n    outputs: [x]\n  - name: arm\n    run: echo a > /out/x\n    outputs: [x]\n    requires: { arch: riscv64 }\n";
 
-#[test]
-fn steps_go_only_to_workers_offering_the_labels_they_require() {
-    let mut cluster = Cluster::start(30);
+fn steps_go_only_to_workers_offering_the_labels_they_require(backend: Backend) {
+    let mut cluster = Cluster::start_on(30, backend);
     let plain = cluster.worker("plain", 2);
     let gpu = cluster.worker_with("gpu", 1, &["--label", "gpu=a100"]);
     let (plain_id, gpu_id) = (
@@ -686,4 +680,14 @@ fn malformed_labels_and_labels_kiln_run_cannot_offer_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+cluster_tests! {
+    a_fifty_step_dag_completes_on_three_workers_each_step_once;
+    a_step_whose_worker_is_killed_completes_on_another_exactly_once;
+    a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted;
+    a_stalled_workers_late_result_is_refused_and_the_step_runs_once_elsewhere;
+    steps_go_only_to_workers_offering_the_labels_they_require;
+    kiln_logs_follow_prints_a_steps_output_while_it_runs_then_the_whole_log;
+    the_step_separation_report_passes_for_a_run_on_two_workers;
 }

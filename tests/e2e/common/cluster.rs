@@ -3,10 +3,11 @@
 //! (`kiln submit`, `kiln status`, …) run against them with team `blue`'s token.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::{Backend, Database, State};
 use serde_json::Value;
 
 use super::process::Proc;
@@ -21,15 +22,57 @@ pub struct Cluster {
     pub token: String,
     daemon_args: Vec<String>,
     restarts: u32,
+    /// The PostgreSQL database of a cluster on PostgreSQL, dropped after the processes die.
+    _database: Option<TestDatabase>,
     /// Last, so it drops after every process is dead: its drop detaches leftover mounts.
     pub env: Env,
+}
+
+/// Runs each named `fn NAME(backend: Backend)` as two tests, `NAME::sqlite` and
+/// `NAME::postgres` (which passes without running outside CI when no test server is set up;
+/// see `kiln_daemon::state::testing`).
+#[macro_export]
+macro_rules! cluster_tests {
+    ($($name:ident;)*) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(kiln_daemon::state::Backend::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                if kiln_daemon::state::testing::postgres_enabled() {
+                    super::$name(kiln_daemon::state::Backend::Postgres);
+                }
+            }
+        }
+    )*};
 }
 
 impl Cluster {
     /// Imports busybox into the daemon's data dir, then starts the daemon (leases living
     /// `lease_ttl` seconds without a heartbeat) and waits until it listens.
     pub fn start(lease_ttl: u32) -> Self {
-        let env = Env::new();
+        Self::start_on(lease_ttl, Backend::Sqlite)
+    }
+
+    /// [`Cluster::start`] with the controller's state on `backend` (a fresh PostgreSQL
+    /// database of the test server for [`Backend::Postgres`]).
+    pub fn start_on(lease_ttl: u32, backend: Backend) -> Self {
+        let mut env = Env::new();
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(runtime().block_on(TestDatabase::new(
+                backend,
+                &env.data_dir().join("state.sqlite"),
+            ))),
+        };
+        if let Some(db) = &database {
+            let Database::Postgres(url) = db.database() else {
+                unreachable!("a PostgreSQL test database")
+            };
+            env.database_url = Some(url.clone());
+        }
         env.import_busybox();
         let token = env.team_token("blue", "1h");
         // A fixed port, so that a restarted daemon is found again by its workers.
@@ -56,6 +99,7 @@ impl Cluster {
             token,
             daemon_args,
             restarts: 0,
+            _database: database,
         }
     }
 
@@ -115,6 +159,13 @@ impl Cluster {
             .env("KILN_DATA_DIR", self.env.data_dir())
             .env_remove("KILN_LOG")
             .env_remove("KILN_CONFIG")
+            .env_remove("KILN_DATABASE_URL")
+            .envs(
+                self.env
+                    .database_url
+                    .iter()
+                    .map(|u| ("KILN_DATABASE_URL", u)),
+            )
             .current_dir(self.env.dir.path())
             .output()
             .expect("spawn kiln")
@@ -188,13 +239,34 @@ impl Cluster {
 
     /// The step records the daemon accepted for `run`, read from its database.
     pub fn records(&self, run: &str) -> Vec<kiln_core::StepRecord> {
-        records_of(&self.env.data_dir(), run)
+        let database = match &self.env.database_url {
+            Some(url) => Database::Postgres(url.clone()),
+            None => Database::Sqlite(self.env.data_dir().join("state.sqlite")),
+        };
+        runtime().block_on(async {
+            let state = State::connect(&database).await.unwrap();
+            let records = state.step_records(run).await.unwrap();
+            state.close().await;
+            records
+        })
     }
 }
 
 fn spawn_daemon(env: &Env, name: &str, args: &[String]) -> Proc {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(name, env.dir.path(), &args)
+    let database: Vec<(&str, &str)> = env
+        .database_url
+        .iter()
+        .map(|url| ("KILN_DATABASE_URL", url.as_str()))
+        .collect();
+    Proc::spawn_with_env(name, env.dir.path(), &args, &database)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The step named `name` in a `kiln status --json` view.
@@ -205,20 +277,4 @@ pub fn step<'a>(view: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("no step {name} in {view:#}"))
-}
-
-/// The step records the daemon accepted for `run`, read from its database.
-pub fn records_of(data_dir: &Path, run: &str) -> Vec<kiln_core::StepRecord> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let state = kiln_daemon::state::State::open(&data_dir.join("state.sqlite"))
-            .await
-            .unwrap();
-        let records = state.step_records(run).await.unwrap();
-        state.close().await;
-        records
-    })
 }

@@ -17,12 +17,16 @@ pub fn kiln_bin() -> &'static str {
 /// One isolated kiln installation: its own data dir and scratch space, removed on drop.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// `KILN_DATABASE_URL` for every `kiln` this env runs: the controller's state on
+    /// PostgreSQL instead of `DATA/state.sqlite`.
+    pub database_url: Option<String>,
 }
 
 impl Env {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
+            database_url: None,
         }
     }
 
@@ -36,13 +40,16 @@ impl Env {
 
     /// `kiln ARGS` with this env's data dir; returns the output whatever the exit status.
     pub fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(kiln_bin())
-            .args(args)
+        let mut cmd = Command::new(kiln_bin());
+        cmd.args(args)
             .env("KILN_DATA_DIR", self.data_dir())
             .env_remove("KILN_LOG")
-            .current_dir(self.dir.path())
-            .output()
-            .expect("spawn kiln")
+            .env_remove("KILN_DATABASE_URL")
+            .current_dir(self.dir.path());
+        if let Some(url) = &self.database_url {
+            cmd.env("KILN_DATABASE_URL", url);
+        }
+        cmd.output().expect("spawn kiln")
     }
 
     /// `kiln ARGS`, which must succeed.

@@ -35,6 +35,7 @@ impl Proc {
             .env_remove("KILN_CONTROLLER")
             .env_remove("KILN_TOKEN")
             .env_remove("KILN_CONFIG")
+            .env_remove("KILN_DATABASE_URL")
             .env("KILN_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
