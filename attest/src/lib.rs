@@ -16,6 +16,8 @@
 //! - [`sbom`]: the SPDX 2.3 and CycloneDX 1.6 SBOMs of an artifact (`.spdx.json`,
 //!   `.cdx.json`) and their signed in-toto forms (`.spdx.intoto.jsonl`, `.cdx.intoto.jsonl`),
 //!   built from the same request and checks as the provenance (see docs/sbom.md).
+//! - [`tlog`]: the step log: RFC 6962 Merkle tree hashing and proofs, C2SP checkpoints signed
+//!   as notes with the daemon's Ed25519 log key, and the whole-log audit (see docs/step-log.md).
 //!
 //! Invariant: no cryptography is implemented here. Key generation, signing and signature
 //! verification all go through the `sigstore` crate; this crate only encodes what is signed.
@@ -30,6 +32,7 @@ pub mod keys;
 pub mod provenance;
 pub mod sbom;
 pub mod slsa;
+pub mod tlog;
 
 pub use attestation::{
     ArtifactRef, EnvelopeCheckError, SignError, VerifiedProvenance, VerifyError,
