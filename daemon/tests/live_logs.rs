@@ -30,6 +30,7 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
             steps: vec![NewStep {
                 name: "s",
                 needs: &[],
+                requires: &NO_LABELS,
             }],
             submission: Some(Submission {
                 pipeline_yaml: "version: 1",
@@ -45,6 +46,7 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
             name: "w",
             slots: 1,
             labels_json: "{}",
+            labels: &NO_LABELS,
             registered_at: now,
         })
         .await
@@ -120,3 +122,5 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
     );
     state.close().await;
 }
+
+static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();

@@ -33,7 +33,11 @@ async fn wide_run(state: &State, steps: usize, now: OffsetDateTime) -> String {
             started_at: now,
             steps: names
                 .iter()
-                .map(|name| NewStep { name, needs: &[] })
+                .map(|name| NewStep {
+                    name,
+                    needs: &[],
+                    requires: &NO_LABELS,
+                })
                 .collect(),
             submission: Some(Submission {
                 pipeline_yaml: "version: 1",
@@ -53,6 +57,7 @@ async fn worker(state: &State, id: &str, now: OffsetDateTime) {
             name: id,
             slots: 1,
             labels_json: "{}",
+            labels: &NO_LABELS,
             registered_at: now,
         })
         .await
@@ -194,3 +199,5 @@ async fn two_controllers_expire_each_lease_once(backend: Backend) {
     first.close().await;
     second.close().await;
 }
+
+static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
