@@ -16,12 +16,16 @@
 //! - [`sbom`]: the SPDX 2.3 and CycloneDX 1.6 SBOMs of an artifact (`.spdx.json`,
 //!   `.cdx.json`) and their signed in-toto forms (`.spdx.intoto.jsonl`, `.cdx.intoto.jsonl`),
 //!   built from the same request and checks as the provenance (see docs/sbom.md).
+//! - [`verify_policy`]: a consumer's verification policy (`verify-policy.yaml`) evaluated
+//!   against verified provenance, rule by rule, and the signed SLSA Verification Summary
+//!   Attestation that records the outcome (see docs/verifying.md).
 //! - [`tlog`]: the step log: RFC 6962 Merkle tree hashing and proofs, C2SP checkpoints signed
 //!   as notes with the daemon's Ed25519 log key, and the whole-log audit (see docs/step-log.md).
 //!
 //! Invariant: no cryptography is implemented here. Key generation, signing and signature
 //! verification all go through the `sigstore` crate; this crate only encodes what is signed.
-//! It performs no network I/O, and touches the filesystem only to read and write key files.
+//! It performs no network I/O, and touches the filesystem only to read and write key files
+//! and to read a verification policy.
 #![forbid(unsafe_code)]
 
 pub mod attestation;
@@ -33,6 +37,7 @@ pub mod provenance;
 pub mod sbom;
 pub mod slsa;
 pub mod tlog;
+pub mod verify_policy;
 
 pub use attestation::{
     ArtifactRef, EnvelopeCheckError, SignError, VerifiedProvenance, VerifyError,
