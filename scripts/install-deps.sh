@@ -3,7 +3,7 @@
 # when everything is already there.
 set -euo pipefail
 
-packages=(build-essential pkg-config bubblewrap busybox-static openssl python3-pip nodejs)
+packages=(build-essential pkg-config bubblewrap busybox-static openssl python3-pip nodejs ninja-build)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
