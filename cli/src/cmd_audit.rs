@@ -12,6 +12,16 @@ use kiln_daemon::state::Database;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
+    /// Every published artifact whose provenance depends on a mirror entry, directly or
+    /// through artifacts kiln built from it (for a revoked or vulnerable entry: what to
+    /// rebuild).
+    Affected {
+        /// The entry's NAME@VERSION.
+        entry: kiln_core::MirrorRef,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The step-separation report of a run: what each step ran as, where and with what, and
     /// whether any two steps shared a writable path, a worker slot or a host uid. Exits 0 when
     /// separated, 1 when a check failed.
@@ -35,6 +45,7 @@ pub fn run(
             .context("cannot open the data dir")?;
         let result = match cmd {
             AuditCommand::Steps { run, json } => steps(&controller, &run, json).await,
+            AuditCommand::Affected { entry, json } => affected(&controller, &entry, json).await,
         };
         controller.state().close().await;
         result
@@ -58,4 +69,32 @@ async fn steps(controller: &Controller, run: &str, json: bool) -> anyhow::Result
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn affected(
+    controller: &Controller,
+    entry: &kiln_core::MirrorRef,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let report =
+        kiln_daemon::affected::affected(controller.state(), controller.store(), entry).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} sha256:{}: {} of {} published artifact(s) depend on it",
+        report.entry,
+        report.sha256,
+        report.affected.len(),
+        report.artifacts_checked
+    );
+    for a in &report.affected {
+        println!(
+            "  run {} artifact {} sha256:{}",
+            a.run, a.artifact, a.sha256
+        );
+        println!("    via {}", a.via.join(" -> "));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_daemon::Controller;
 use kiln_daemon::controller::Admission;
-use kiln_daemon::state::{AddOutcome, Database, MirrorEntry, MirrorEvidence};
+use kiln_daemon::state::{AddOutcome, Database, MirrorEntry, MirrorEvidence, State};
 
 #[derive(Subcommand, Debug)]
 pub enum MirrorCommand {
@@ -53,6 +53,28 @@ pub enum MirrorCommand {
     Show {
         /// The entry's NAME@VERSION.
         name: MirrorRef,
+    },
+    /// Revoke an entry: runs accepted from now on may not use it. Its evidence is kept, and
+    /// `kiln audit affected NAME@VERSION` lists the artifacts built with it.
+    Revoke {
+        /// The entry's NAME@VERSION.
+        name: MirrorRef,
+        /// Why, for the record and every refusal that cites it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Vulnerability advisories (OSV JSON), matched against entries by name and version.
+    #[command(subcommand)]
+    Advisories(AdvisoriesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdvisoriesCommand {
+    /// Load an OSV file (one record or a list), offline; entries it names are flagged in
+    /// `kiln mirror list` and `show`. Only explicit `versions` are matched, not `ranges`.
+    Import {
+        /// The OSV JSON file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -107,14 +129,23 @@ pub fn run(
             }
             MirrorCommand::List => {
                 for entry in controller.state().mirror_entries().await? {
-                    let evidence = controller.state().mirror_evidence(&entry.reference).await?;
+                    let state = controller.state();
+                    let evidence = state.mirror_evidence(&entry.reference).await?;
+                    let mut flags = summary(evidence.as_ref());
+                    if state.revocation(&entry.reference).await?.is_some() {
+                        flags.push_str(",REVOKED");
+                    }
+                    let advisories = state.advisories(&entry.reference).await?;
+                    if !advisories.is_empty() {
+                        let ids: Vec<&str> = advisories.iter().map(|a| a.id.as_str()).collect();
+                        flags.push_str(&format!(",VULNERABLE:{}", ids.join("+")));
+                    }
                     println!(
-                        "{}\tsha256:{}\t{}\t{}\t{}",
+                        "{}\tsha256:{}\t{}\t{}\t{flags}",
                         entry.reference,
                         entry.sha256,
                         kind(&entry.kind),
                         entry.size,
-                        summary(evidence.as_ref())
                     );
                 }
             }
@@ -124,6 +155,28 @@ pub fn run(
                 };
                 let evidence = controller.state().mirror_evidence(&name).await?;
                 show(&entry, evidence.as_ref());
+                show_trust(controller.state(), &name).await?;
+            }
+            MirrorCommand::Revoke { name, reason } => {
+                anyhow::ensure!(
+                    !reason.trim().is_empty() && !reason.contains('\n'),
+                    "--reason must be one non-empty line"
+                );
+                anyhow::ensure!(
+                    controller.state().mirror_entry(&name).await?.is_some(),
+                    "no mirror entry {name}: `kiln mirror list` shows what there is"
+                );
+                let revoked = controller
+                    .state()
+                    .revoke(&name, reason.trim(), time::OffsetDateTime::now_utc())
+                    .await?;
+                println!(
+                    "revoked {name} at {} ({}); see what used it: kiln audit affected {name}",
+                    revoked.revoked_at, revoked.reason
+                );
+            }
+            MirrorCommand::Advisories(AdvisoriesCommand::Import { file }) => {
+                import_advisories(controller.state(), &file).await?;
             }
         }
         controller.state().close().await;
@@ -184,6 +237,49 @@ fn show(entry: &MirrorEntry, evidence: Option<&MirrorEvidence>) {
         _ => println!("signature: none"),
     }
     println!("policy:    {}", ev.policy_decision);
+}
+
+/// Revocation and advisories of an entry, after its evidence.
+async fn show_trust(state: &State, name: &MirrorRef) -> anyhow::Result<()> {
+    match state.revocation(name).await? {
+        Some(r) => println!("revoked:   at {} ({})", r.revoked_at, r.reason),
+        None => println!("revoked:   no"),
+    }
+    let advisories = state.advisories(name).await?;
+    if advisories.is_empty() {
+        println!("advisories: none known");
+    }
+    for a in advisories {
+        println!("advisory:  {} (modified {}): {}", a.id, a.modified, a.summary);
+    }
+    Ok(())
+}
+
+async fn import_advisories(state: &State, file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let parsed = kiln_daemon::advisories::parse_osv(&text)
+        .with_context(|| format!("{}: cannot import advisories", file.display()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut flagged = 0;
+    for advisory in &parsed.matches {
+        state.add_advisory(advisory, now).await?;
+        if state.mirror_entry(&advisory.reference).await?.is_some() {
+            flagged += 1;
+            println!("{}: {} ({})", advisory.reference, advisory.id, advisory.summary);
+        }
+    }
+    println!(
+        "imported {} advisory match(es); {flagged} name an entry in this mirror",
+        parsed.matches.len()
+    );
+    for id in &parsed.without_versions {
+        println!("note: {id} lists no explicit versions (ranges are not matched)");
+    }
+    for id in &parsed.withdrawn {
+        println!("note: {id} is withdrawn; skipped");
+    }
+    Ok(())
 }
 
 fn print_added(entry: &MirrorEntry, outcome: AddOutcome) {

@@ -10,6 +10,8 @@
 //! HTTP and leases their steps to workers through the [`dispatch::Dispatcher`].
 #![forbid(unsafe_code)]
 
+pub mod advisories;
+pub mod affected;
 pub mod audit;
 pub mod controller;
 pub mod dispatch;

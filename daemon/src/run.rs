@@ -35,17 +35,31 @@ pub enum AcceptError {
         reference: MirrorRef,
         sha256: Sha256Digest,
     },
+    #[error(transparent)]
+    LocalLabel(#[from] LocalLabelError),
     #[error(
-        "step {step} requires {key}={value}, but `kiln run` runs every step on this machine, which offers {offered}; submit the pipeline to a controller with such a worker (`kiln submit`)"
+        "{role} {reference} was revoked at {revoked_at} ({reason}); pin another version (`kiln mirror show {reference}` has the evidence)"
     )]
-    LocalLabel {
-        step: String,
-        key: String,
-        value: String,
-        offered: String,
+    Revoked {
+        role: String,
+        reference: MirrorRef,
+        reason: String,
+        revoked_at: String,
     },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// A step requires a label the machine `kiln run` runs on does not offer.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "step {step} requires {key}={value}, but `kiln run` runs every step on this machine, which offers {offered}; submit the pipeline to a controller with such a worker (`kiln submit`)"
+)]
+pub struct LocalLabelError {
+    step: String,
+    key: String,
+    value: String,
+    offered: String,
 }
 
 /// The submitted pipeline file, as provenance names it.
@@ -89,6 +103,14 @@ async fn resolve(
             role: role.to_owned(),
             reference: reference.clone(),
         })?;
+    if let Some(revoked) = state.revocation(reference).await? {
+        return Err(AcceptError::Revoked {
+            role: role.to_owned(),
+            reference: reference.clone(),
+            reason: revoked.reason,
+            revoked_at: revoked.revoked_at,
+        });
+    }
     if !contains(&entry.sha256) {
         return Err(AcceptError::MissingBlob {
             role: role.to_owned(),
@@ -125,12 +147,12 @@ pub async fn accept(
 }
 
 /// Refuses a pipeline with a step that requires a label this machine does not offer.
-fn check_local_labels(pipeline: &Pipeline) -> Result<(), AcceptError> {
+fn check_local_labels(pipeline: &Pipeline) -> Result<(), LocalLabelError> {
     let offered = kiln_core::labels::host_labels();
     for step in pipeline.steps() {
         for (key, value) in step.requires() {
             if offered.get(key) != Some(value) {
-                return Err(AcceptError::LocalLabel {
+                return Err(LocalLabelError {
                     step: step.name().to_owned(),
                     key: key.clone(),
                     value: value.clone(),

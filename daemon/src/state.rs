@@ -10,6 +10,7 @@ mod leases;
 mod live_logs;
 pub mod stats;
 mod teams;
+mod trust;
 pub mod testing;
 
 pub use database::{Backend, Database, DatabaseUrlError};
@@ -19,6 +20,7 @@ pub use leases::{
     SubmittedRun,
 };
 pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
+pub use trust::{Advisory, PublishedArtifact, Revocation};
 pub use teams::{
     CANCELLED_REASON, CancelOutcome, NewTeamToken, TEAM_TOKEN_PREFIX, TokenRefusal, random_secret,
     valid_team_name,

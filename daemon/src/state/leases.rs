@@ -202,8 +202,8 @@ impl State {
         // different steps: a step another claim holds is skipped, not waited for, and one that
         // another claim leased in the meantime no longer matches `state = 'pending'`.
         let row = sqlx::query(self.locking(
-            "SELECT s.run_id, s.name FROM steps s JOIN runs r ON r.id = s.run_id
-             WHERE s.state = 'pending' AND r.state = 'running' AND r.dispatch = 'lease'
+            "SELECT s.run_id, s.name FROM runs r CROSS JOIN steps s
+             WHERE s.run_id = r.id AND s.state = 'pending' AND r.state = 'running' AND r.dispatch = 'lease'
                AND NOT EXISTS (
                    SELECT 1 FROM step_needs n
                    JOIN steps d ON d.run_id = n.run_id AND d.name = n.need

@@ -1,0 +1,113 @@
+//! Checks that keep running after the build, through the real binary: `kiln mirror revoke`,
+//! `kiln mirror advisories import` (OSV) and `kiln audit affected`, on a chain of runs where a
+//! kiln-built artifact is imported into the mirror and used by a later run.
+
+mod common;
+
+use common::{Env, text};
+use serde_json::Value;
+
+/// Builds `lib` from `lib-src`.
+const LIB: &str = "version: 1\nname: lib\nrootfs: busybox@1\ninputs:\n  src: { mirror: lib-src@1 }\nsteps:\n  - name: build\n    inputs: [src]\n    run: cat /in/src/lib.txt > /out/lib; echo built >> /out/lib\n    outputs: [lib]\nartifacts:\n  - { name: lib, from: build, path: lib }\n";
+/// Builds `app` from the kiln-built `lib@1`.
+const APP: &str = "version: 1\nname: app\nrootfs: busybox@1\ninputs:\n  lib: { mirror: lib@1 }\nsteps:\n  - name: link\n    inputs: [lib]\n    run: cat /in/lib/lib > /out/app\n    outputs: [app]\nartifacts:\n  - { name: app, from: link, path: app }\n";
+/// Unrelated: uses neither.
+const OTHER: &str = "version: 1\nname: other\nrootfs: busybox@1\ninputs:\n  src: { mirror: other-src@1 }\nsteps:\n  - name: copy\n    inputs: [src]\n    run: cp /in/src/other.txt /out/other\n    outputs: [other]\nartifacts:\n  - { name: other, from: copy, path: other }\n";
+
+fn run_ok(env: &Env, file: &str, yaml: &str) {
+    let pipeline = env.write(file, yaml);
+    let out = env.run(&pipeline);
+    assert!(out.status.success(), "{file}: {}", text(&out));
+}
+
+fn affected(env: &Env, entry: &str) -> Vec<(String, usize)> {
+    let out = env.kiln_ok(&["audit", "affected", entry, "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    report["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["artifact"].as_str().unwrap().to_string(),
+                a["via"].as_array().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
+    let env = Env::new();
+    env.import_busybox();
+    let lib_src = env.write("src/lib.txt", "lib source\n");
+    let other_src = env.write("src/other.txt", "other source\n");
+    env.kiln_ok(&["mirror", "add", lib_src.to_str().unwrap(), "--name", "lib-src@1"]);
+    env.kiln_ok(&["mirror", "add", other_src.to_str().unwrap(), "--name", "other-src@1"]);
+    run_ok(&env, "lib.yaml", LIB);
+    // The library kiln built goes back into the mirror, and an app is built from it.
+    env.kiln_ok(&["mirror", "add", env.path("out/lib").to_str().unwrap(), "--name", "lib@1"]);
+    run_ok(&env, "app.yaml", APP);
+    run_ok(&env, "other.yaml", OTHER);
+
+    // Through the chain: lib directly, app through lib; other not at all.
+    assert_eq!(
+        affected(&env, "lib-src@1"),
+        [("lib".to_string(), 2), ("app".to_string(), 3)]
+    );
+    assert_eq!(affected(&env, "lib@1"), [("app".to_string(), 2)]);
+    assert_eq!(affected(&env, "other-src@1"), [("other".to_string(), 2)]);
+    let text_out = env.kiln_ok(&["audit", "affected", "lib-src@1"]);
+    let printed = String::from_utf8_lossy(&text_out.stdout);
+    assert!(printed.contains("2 of 3 published artifact(s)"), "{printed}");
+
+    // Revoked: new runs may not use it; its evidence stays; already built artifacts are listed.
+    env.kiln_ok(&["mirror", "revoke", "lib-src@1", "--reason", "CVE-2026-0001 in lib source"]);
+    let pipeline = env.write("lib-again.yaml", LIB);
+    let refused = env.run(&pipeline);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("input src lib-src@1 was revoked at")
+            && text(&refused).contains("(CVE-2026-0001 in lib source)"),
+        "{}",
+        text(&refused)
+    );
+    let shown = env.kiln_ok(&["mirror", "show", "lib-src@1"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("revoked:   at ") && shown.contains("policy:"), "{shown}");
+    assert_eq!(affected(&env, "lib-src@1").len(), 2);
+    let unknown = env.kiln(&["mirror", "revoke", "nope@1", "--reason", "x"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn osv_advisories_flag_the_entries_they_name() {
+    let env = Env::new();
+    let zlib = env.write("zlib.tar", "not really zlib\n");
+    env.kiln_ok(&["mirror", "add", zlib.to_str().unwrap(), "--name", "zlib@1.2.13"]);
+    env.kiln_ok(&["mirror", "add", zlib.to_str().unwrap(), "--name", "zlib@1.3.1"]);
+    let osv = env.write(
+        "osv.json",
+        r#"{"id": "OSV-2026-42", "summary": "inflate overflow", "modified": "2026-11-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Debian", "name": "zlib"}, "versions": ["1.2.13"]}]}"#,
+    );
+    let imported = env.kiln_ok(&["mirror", "advisories", "import", osv.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&imported.stdout).contains("1 name an entry in this mirror"),
+        "{}",
+        text(&imported)
+    );
+    let list = env.kiln_ok(&["mirror", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    let line = |name: &str| list.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+    assert!(line("zlib@1.2.13").ends_with(",VULNERABLE:OSV-2026-42"), "{list}");
+    assert!(!line("zlib@1.3.1").contains("VULNERABLE"), "{list}");
+    let shown = env.kiln_ok(&["mirror", "show", "zlib@1.2.13"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout)
+            .contains("advisory:  OSV-2026-42 (modified 2026-11-01T00:00:00Z): inflate overflow")
+    );
+    let garbage = env.write("bad.json", "{\"nope\": true}");
+    let refused = env.kiln(&["mirror", "advisories", "import", garbage.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+}
