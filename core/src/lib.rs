@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod digest;
+pub mod glob;
 pub mod labels;
 pub mod mirror_ref;
 pub mod record;

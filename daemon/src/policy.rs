@@ -9,6 +9,7 @@
 //! controller already verified (through `kiln_attest::keys::PublicKey`) is trusted for a name.
 //! It reads the policy file and the key files it names, nothing else.
 
+use kiln_core::glob::glob_match;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -392,30 +393,6 @@ fn check_glob(glob: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Glob over an entry name: `*` matches any run of characters, `?` one character.
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    let (g, n): (Vec<char>, Vec<char>) = (glob.chars().collect(), name.chars().collect());
-    let (mut gi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        if gi < g.len() && (g[gi] == '?' || g[gi] == n[ni]) {
-            gi += 1;
-            ni += 1;
-        } else if gi < g.len() && g[gi] == '*' {
-            star = Some(gi);
-            mark = ni;
-            gi += 1;
-        } else if let Some(s) = star {
-            gi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    g[gi..].iter().all(|&c| c == '*')
 }
 
 /// "2GiB", "500MB", "1024" → bytes.

@@ -13,12 +13,12 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use super::feeds::{Advisories, RevocationList};
-use super::glob::glob_match;
 use super::parse::{DependencyMatcher, FeedRequirement, TrustedKey, VerifyPolicy};
 use crate::attestation::{ArtifactRef, EnvelopeCheckError, VerifiedProvenance, VerifyError};
 use crate::bundle::BundleError;
 use crate::intoto::ResourceDescriptor;
 use crate::{verify_bundle, verify_provenance};
+use kiln_core::glob::glob_match;
 
 /// A build claiming to have finished more than this far in the future fails `max-age`.
 const CLOCK_SKEW: Duration = Duration::minutes(5);

@@ -23,13 +23,12 @@
 
 mod evaluate;
 mod feeds;
-mod glob;
 mod parse;
 pub mod vsa;
 
 pub use evaluate::{Evidence, Outcome, PolicyReport, Rule, RuleResult, VerifyInputs, evaluate};
 pub use feeds::{Advisories, Advisory, FeedError, Revocation, RevocationList};
-pub use glob::glob_match;
+pub use kiln_core::glob::glob_match;
 pub use parse::{
     DependencyMatcher, FeedRequirement, PipelineRule, PolicyDiagnostic, SourceRule, TrustedKey,
     VerifyPolicy, VerifyPolicyError,

@@ -1,4 +1,5 @@
-//! The one pattern language of verification policies.
+//! The one pattern language of kiln's policies: the mirror's trust policy (entry names) and
+//! consumers' verification policies (builder ids, repositories, dependency names).
 
 /// Whether `text` matches `glob`: `*` matches any run of characters (`/` included), `?` exactly
 /// one character, every other character itself. A glob without `*` or `?` is an exact match.
