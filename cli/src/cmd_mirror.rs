@@ -250,14 +250,17 @@ async fn show_trust(state: &State, name: &MirrorRef) -> anyhow::Result<()> {
         println!("advisories: none known");
     }
     for a in advisories {
-        println!("advisory:  {} (modified {}): {}", a.id, a.modified, a.summary);
+        println!(
+            "advisory:  {} (modified {}): {}",
+            a.id, a.modified, a.summary
+        );
     }
     Ok(())
 }
 
 async fn import_advisories(state: &State, file: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let parsed = kiln_daemon::advisories::parse_osv(&text)
         .with_context(|| format!("{}: cannot import advisories", file.display()))?;
     let now = time::OffsetDateTime::now_utc();
@@ -266,7 +269,10 @@ async fn import_advisories(state: &State, file: &Path) -> anyhow::Result<()> {
         state.add_advisory(advisory, now).await?;
         if state.mirror_entry(&advisory.reference).await?.is_some() {
             flagged += 1;
-            println!("{}: {} ({})", advisory.reference, advisory.id, advisory.summary);
+            println!(
+                "{}: {} ({})",
+                advisory.reference, advisory.id, advisory.summary
+            );
         }
     }
     println!(

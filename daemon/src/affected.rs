@@ -30,7 +30,9 @@ pub enum AffectedError {
         #[source]
         source: StoreError,
     },
-    #[error("the provenance of artifact {artifact} of run {run} is not a DSSE envelope of a statement: {detail}")]
+    #[error(
+        "the provenance of artifact {artifact} of run {run} is not a DSSE envelope of a statement: {detail}"
+    )]
     Malformed {
         run: String,
         artifact: String,
@@ -94,7 +96,9 @@ pub async fn affected(
                 "run {} artifact {} sha256:{}",
                 artifact.run_id, artifact.name, artifact.sha256
             ));
-            tainted.entry(artifact.sha256).or_insert_with(|| via.clone());
+            tainted
+                .entry(artifact.sha256)
+                .or_insert_with(|| via.clone());
             found.insert(i, via);
             grew = true;
         }
@@ -138,7 +142,8 @@ fn dependencies(
     let text = String::from_utf8(bytes).map_err(|e| malformed(e.to_string()))?;
     let mut digests = BTreeSet::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let envelope: Envelope = serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
+        let envelope: Envelope =
+            serde_json::from_str(line).map_err(|e| malformed(e.to_string()))?;
         let statement: serde_json::Value =
             serde_json::from_slice(&envelope.payload).map_err(|e| malformed(e.to_string()))?;
         let resolved = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
@@ -147,9 +152,7 @@ fn dependencies(
             .unwrap_or_default();
         for dep in resolved {
             if let Some(hex) = dep["digest"]["sha256"].as_str() {
-                digests.insert(
-                    Sha256Digest::from_str(hex).map_err(|e| malformed(e.to_string()))?,
-                );
+                digests.insert(Sha256Digest::from_str(hex).map_err(|e| malformed(e.to_string()))?);
             }
         }
     }

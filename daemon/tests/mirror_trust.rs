@@ -57,11 +57,23 @@ async fn advisories_are_listed_per_entry_and_a_reimport_replaces_them(backend: B
         modified: "2026-11-01T00:00:00Z".into(),
     };
     let now = OffsetDateTime::now_utc();
-    state.add_advisory(&advisory("B-2", "two"), now).await.unwrap();
-    state.add_advisory(&advisory("A-1", "one"), now).await.unwrap();
-    state.add_advisory(&advisory("A-1", "one, revised"), now).await.unwrap();
+    state
+        .add_advisory(&advisory("B-2", "two"), now)
+        .await
+        .unwrap();
+    state
+        .add_advisory(&advisory("A-1", "one"), now)
+        .await
+        .unwrap();
+    state
+        .add_advisory(&advisory("A-1", "one, revised"), now)
+        .await
+        .unwrap();
     let listed = state.advisories(&zlib).await.unwrap();
-    assert_eq!(listed, [advisory("A-1", "one, revised"), advisory("B-2", "two")]);
+    assert_eq!(
+        listed,
+        [advisory("A-1", "one, revised"), advisory("B-2", "two")]
+    );
     let other: MirrorRef = "zlib@1.3".parse().unwrap();
     assert!(state.advisories(&other).await.unwrap().is_empty());
     assert!(state.published_artifacts().await.unwrap().is_empty());

@@ -42,11 +42,29 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
     env.import_busybox();
     let lib_src = env.write("src/lib.txt", "lib source\n");
     let other_src = env.write("src/other.txt", "other source\n");
-    env.kiln_ok(&["mirror", "add", lib_src.to_str().unwrap(), "--name", "lib-src@1"]);
-    env.kiln_ok(&["mirror", "add", other_src.to_str().unwrap(), "--name", "other-src@1"]);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        lib_src.to_str().unwrap(),
+        "--name",
+        "lib-src@1",
+    ]);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        other_src.to_str().unwrap(),
+        "--name",
+        "other-src@1",
+    ]);
     run_ok(&env, "lib.yaml", LIB);
     // The library kiln built goes back into the mirror, and an app is built from it.
-    env.kiln_ok(&["mirror", "add", env.path("out/lib").to_str().unwrap(), "--name", "lib@1"]);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        env.path("out/lib").to_str().unwrap(),
+        "--name",
+        "lib@1",
+    ]);
     run_ok(&env, "app.yaml", APP);
     run_ok(&env, "other.yaml", OTHER);
 
@@ -59,10 +77,19 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
     assert_eq!(affected(&env, "other-src@1"), [("other".to_string(), 2)]);
     let text_out = env.kiln_ok(&["audit", "affected", "lib-src@1"]);
     let printed = String::from_utf8_lossy(&text_out.stdout);
-    assert!(printed.contains("2 of 3 published artifact(s)"), "{printed}");
+    assert!(
+        printed.contains("2 of 3 published artifact(s)"),
+        "{printed}"
+    );
 
     // Revoked: new runs may not use it; its evidence stays; already built artifacts are listed.
-    env.kiln_ok(&["mirror", "revoke", "lib-src@1", "--reason", "CVE-2026-0001 in lib source"]);
+    env.kiln_ok(&[
+        "mirror",
+        "revoke",
+        "lib-src@1",
+        "--reason",
+        "CVE-2026-0001 in lib source",
+    ]);
     let pipeline = env.write("lib-again.yaml", LIB);
     let refused = env.run(&pipeline);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
@@ -74,7 +101,10 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
     );
     let shown = env.kiln_ok(&["mirror", "show", "lib-src@1"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.contains("revoked:   at ") && shown.contains("policy:"), "{shown}");
+    assert!(
+        shown.contains("revoked:   at ") && shown.contains("policy:"),
+        "{shown}"
+    );
     assert_eq!(affected(&env, "lib-src@1").len(), 2);
     let unknown = env.kiln(&["mirror", "revoke", "nope@1", "--reason", "x"]);
     assert_eq!(unknown.status.code(), Some(2));
@@ -84,8 +114,20 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
 fn osv_advisories_flag_the_entries_they_name() {
     let env = Env::new();
     let zlib = env.write("zlib.tar", "not really zlib\n");
-    env.kiln_ok(&["mirror", "add", zlib.to_str().unwrap(), "--name", "zlib@1.2.13"]);
-    env.kiln_ok(&["mirror", "add", zlib.to_str().unwrap(), "--name", "zlib@1.3.1"]);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        zlib.to_str().unwrap(),
+        "--name",
+        "zlib@1.2.13",
+    ]);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        zlib.to_str().unwrap(),
+        "--name",
+        "zlib@1.3.1",
+    ]);
     let osv = env.write(
         "osv.json",
         r#"{"id": "OSV-2026-42", "summary": "inflate overflow", "modified": "2026-11-01T00:00:00Z",
@@ -99,8 +141,16 @@ fn osv_advisories_flag_the_entries_they_name() {
     );
     let list = env.kiln_ok(&["mirror", "list"]);
     let list = String::from_utf8_lossy(&list.stdout);
-    let line = |name: &str| list.lines().find(|l| l.starts_with(name)).unwrap().to_string();
-    assert!(line("zlib@1.2.13").ends_with(",VULNERABLE:OSV-2026-42"), "{list}");
+    let line = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line("zlib@1.2.13").ends_with(",VULNERABLE:OSV-2026-42"),
+        "{list}"
+    );
     assert!(!line("zlib@1.3.1").contains("VULNERABLE"), "{list}");
     let shown = env.kiln_ok(&["mirror", "show", "zlib@1.2.13"]);
     assert!(
