@@ -54,6 +54,16 @@ pub enum MirrorCommand {
         /// The entry's NAME@VERSION.
         name: MirrorRef,
     },
+    /// Where an entry came from, down to the roots: for bytes kiln built, the run, the
+    /// verified provenance and, in turn, each entry it resolved; for others, the evidence they
+    /// were admitted on.
+    Why {
+        /// The entry's NAME@VERSION.
+        name: MirrorRef,
+        /// The chain as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke an entry: runs accepted from now on may not use it. Its evidence is kept, and
     /// `kiln audit affected NAME@VERSION` lists the artifacts built with it.
     Revoke {
@@ -156,6 +166,21 @@ pub fn run(
                 let evidence = controller.state().mirror_evidence(&name).await?;
                 show(&entry, evidence.as_ref());
                 show_trust(controller.state(), &name).await?;
+            }
+            MirrorCommand::Why { name, json } => {
+                let key = controller.signing_key(None)?;
+                let chain = kiln_daemon::why::why(
+                    controller.state(),
+                    controller.store(),
+                    key.public_key(),
+                    &name,
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&chain)?);
+                } else {
+                    print!("{}", kiln_daemon::why::render(&chain));
+                }
             }
             MirrorCommand::Revoke { name, reason } => {
                 anyhow::ensure!(

@@ -23,6 +23,7 @@ pub mod publish;
 pub mod run;
 pub mod schedule;
 pub mod state;
+pub mod why;
 
 pub use controller::{Controller, ControllerError};
 pub use dispatch::{Clock, DispatchConfig, Dispatcher, SystemClock};

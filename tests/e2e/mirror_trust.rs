@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Builds `lib` from `lib-src`.
 const LIB: &str = "version: 1\nname: lib\nrootfs: busybox@1\ninputs:\n  src: { mirror: lib-src@1 }\nsteps:\n  - name: build\n    inputs: [src]\n    run: cat /in/src/lib.txt > /out/lib; echo built >> /out/lib\n    outputs: [lib]\nartifacts:\n  - { name: lib, from: build, path: lib }\n";
 /// Builds `app` from the kiln-built `lib@1`.
-const APP: &str = "version: 1\nname: app\nrootfs: busybox@1\ninputs:\n  lib: { mirror: lib@1 }\nsteps:\n  - name: link\n    inputs: [lib]\n    run: cat /in/lib/lib > /out/app\n    outputs: [app]\nartifacts:\n  - { name: app, from: link, path: app }\n";
+const APP: &str = "version: 1\nname: app\nrootfs: busybox@1\ninputs:\n  lib: { mirror: lib@1 }\nsteps:\n  - name: link\n    inputs: [lib]\n    run: cat /in/lib/lib > /out/app; echo linked >> /out/app\n    outputs: [app]\nartifacts:\n  - { name: app, from: link, path: app }\n";
 /// Unrelated: uses neither.
 const OTHER: &str = "version: 1\nname: other\nrootfs: busybox@1\ninputs:\n  src: { mirror: other-src@1 }\nsteps:\n  - name: copy\n    inputs: [src]\n    run: cp /in/src/other.txt /out/other\n    outputs: [other]\nartifacts:\n  - { name: other, from: copy, path: other }\n";
 
@@ -108,6 +108,110 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
     assert_eq!(affected(&env, "lib-src@1").len(), 2);
     let unknown = env.kiln(&["mirror", "revoke", "nope@1", "--reason", "x"]);
     assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn why_prints_a_three_level_chain_with_digests_and_verification() {
+    let env = Env::new();
+    env.import_busybox();
+    let lib_src = env.write("src/lib.txt", "lib source\n");
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        lib_src.to_str().unwrap(),
+        "--name",
+        "lib-src@1",
+    ]);
+    run_ok(&env, "lib.yaml", LIB);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        env.path("out/lib").to_str().unwrap(),
+        "--name",
+        "lib@1",
+    ]);
+    run_ok(&env, "app.yaml", APP);
+    env.kiln_ok(&[
+        "mirror",
+        "add",
+        env.path("out/app").to_str().unwrap(),
+        "--name",
+        "app@1",
+    ]);
+
+    let printed = env.kiln_ok(&["mirror", "why", "app@1"]);
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let lines: Vec<&str> = printed.lines().collect();
+    let digest = |path: &str| common::sha256_file(&env.path(path));
+    assert!(
+        lines[0].starts_with(&format!(
+            "app@1 sha256:{}  built by kiln: run ",
+            digest("out/app")
+        )),
+        "{printed}"
+    );
+    assert!(
+        lines[0].contains("artifact app; provenance verified with key "),
+        "{printed}"
+    );
+    let find = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{printed}"))
+    };
+    assert!(
+        find(&format!("  lib@1 sha256:{}", digest("out/lib")))
+            .contains("artifact lib; provenance verified"),
+        "{printed}"
+    );
+    assert!(
+        find(&format!("    lib-src@1 sha256:{}", digest("src/lib.txt")))
+            .contains("root: admitted unsigned"),
+        "{printed}"
+    );
+    assert!(
+        find("    busybox@1 sha256:").contains("root: admitted"),
+        "{printed}"
+    );
+    assert!(
+        find("  busybox@1 sha256:").contains("root: admitted"),
+        "{printed}"
+    );
+
+    let json = env.kiln_ok(&["mirror", "why", "app@1", "--json"]);
+    let chain: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(chain["origin"]["kind"], "built");
+    assert_eq!(chain["origin"]["verified"], true);
+    let lib = chain["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["entry"] == "lib@1")
+        .unwrap();
+    assert_eq!(lib["origin"]["verified"], true);
+    let src = lib["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["entry"] == "lib-src@1")
+        .unwrap();
+    assert_eq!(src["origin"]["kind"], "admitted");
+
+    // Provenance signed by another key does not verify, and the chain says so.
+    let other = env.path("other-key");
+    env.kiln_ok(&["keys", "generate", "--out", other.to_str().unwrap()]);
+    std::fs::copy(other.join("kiln.key"), env.data_dir().join("keys/kiln.key")).unwrap();
+    let printed = env.kiln_ok(&["mirror", "why", "app@1"]);
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed
+            .lines()
+            .next()
+            .unwrap()
+            .contains("provenance does NOT verify"),
+        "{printed}"
+    );
 }
 
 #[test]
