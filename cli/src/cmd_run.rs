@@ -133,12 +133,23 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             .await?;
         let all_ok = records.len() == run.pipeline.steps().len()
             && records.values().all(|r| r.exit.success());
+        let log_signer = controller
+            .log_signer()
+            .context("cannot load the step log key")?;
+        let proofs = kiln_daemon::steplog::run_proofs(
+            controller.state(),
+            &log_signer,
+            &run.id,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
         let published = kiln_daemon::publish::publish(
             controller.state(),
             controller.store(),
             &run,
             &records,
             &key,
+            Some(&proofs),
         )
         .await?;
         write_artifacts(&controller, &published, &args.out)?;
@@ -146,6 +157,12 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             .state()
             .finish_run(&run.id, all_ok, time::OffsetDateTime::now_utc())
             .await?;
+        kiln_daemon::steplog::sign_checkpoint(
+            controller.state(),
+            &log_signer,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
         print_summary(&run.id, &records, &published, &args.out, all_ok);
         controller.state().close().await;
         Ok(if all_ok {

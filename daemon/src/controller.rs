@@ -2,13 +2,18 @@
 //!
 //! Data dir layout: `state.sqlite` (the database, unless a PostgreSQL database is given),
 //! `store/` (the content-addressed store), `keys/kiln.key` + `keys/kiln.pub` (the default
-//! signing key, generated on first use).
+//! signing key, generated on first use), `keys/steplog.key` + `keys/steplog.vkey` (the step
+//! log's Ed25519 checkpoint key and its verifier key string, generated on first use).
 
 use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use kiln_attest::keys::{KeyPair, PublicKey};
+use kiln_attest::tlog::{CheckpointError, NoteSigner, NoteVerifier};
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_mirror::{BlobStore, StoreError};
 use time::OffsetDateTime;
@@ -36,6 +41,20 @@ pub enum ControllerError {
     Key(#[from] kiln_attest::keys::KeyError),
     #[error("{path}: expected a regular file")]
     NotAFile { path: PathBuf },
+    #[error("step log key {path}")]
+    LogKey {
+        path: PathBuf,
+        #[source]
+        source: CheckpointError,
+    },
+    #[error("cannot read or write step log key {path}")]
+    LogKeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a verifier key string (`<name>+<key ID>+<key>`)")]
+    LogVerifierKey { path: PathBuf },
     #[error("{path}: expected a directory or a tar archive")]
     NotATree { path: PathBuf },
     #[error(transparent)]
@@ -76,6 +95,8 @@ pub struct Controller {
     data_dir: PathBuf,
     state: State,
     store: BlobStore,
+    /// The step log key, loaded on first use.
+    log_signer: Mutex<Option<Arc<NoteSigner>>>,
 }
 
 impl Controller {
@@ -103,6 +124,7 @@ impl Controller {
             data_dir: data_dir.to_owned(),
             state,
             store,
+            log_signer: Mutex::new(None),
         })
     }
 
@@ -139,6 +161,75 @@ impl Controller {
             return Ok(pair);
         }
         Ok(KeyPair::from_pkcs8_pem_file(&private)?)
+    }
+
+    /// The step log's checkpoint key: `keys/steplog.key` (PKCS#8 PEM, mode 0600) named as
+    /// `keys/steplog.vkey` says, or a fresh Ed25519 key named `kiln/<hostname>/steps`,
+    /// generated and written on first use. Workers never see it; only checkpoints are signed
+    /// with it.
+    pub fn log_signer(&self) -> Result<Arc<NoteSigner>, ControllerError> {
+        let mut cached = self.log_signer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(signer) = cached.as_ref() {
+            return Ok(signer.clone());
+        }
+        let dir = self.data_dir.join("keys");
+        let private = dir.join(crate::steplog::LOG_KEY_FILE);
+        let public = dir.join(crate::steplog::LOG_VKEY_FILE);
+        let file_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ControllerError::LogKeyFile { path, source }
+        };
+        let key_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ControllerError::LogKey { path, source }
+        };
+        let signer = if private.exists() {
+            let vkey = self.log_verifier()?;
+            let pem = fs::read(&private).map_err(file_err(&private))?;
+            let signer =
+                NoteSigner::from_pkcs8_pem(vkey.name(), &pem).map_err(key_err(&private))?;
+            if signer.verifier() != vkey {
+                return Err(ControllerError::LogVerifierKey { path: public });
+            }
+            signer
+        } else {
+            fs::create_dir_all(&dir).map_err(|source| ControllerError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+            let signer = NoteSigner::generate(&crate::steplog::default_log_name())
+                .map_err(key_err(&private))?;
+            {
+                let pem = signer.to_pkcs8_pem().map_err(key_err(&private))?;
+                write_new(&private, 0o600, pem.as_bytes()).map_err(file_err(&private))?;
+            }
+            write_new(
+                &public,
+                0o644,
+                format!("{}\n", signer.verifier()).as_bytes(),
+            )
+            .map_err(file_err(&public))?;
+            tracing::info!(name = signer.name(), key_id = %signer.key_id(), path = %private.display(), "generated step log key");
+            signer
+        };
+        let signer = Arc::new(signer);
+        *cached = Some(signer.clone());
+        Ok(signer)
+    }
+
+    /// The step log's verifier key, as kept in `keys/steplog.vkey`.
+    pub fn log_verifier(&self) -> Result<NoteVerifier, ControllerError> {
+        let path = self
+            .data_dir
+            .join("keys")
+            .join(crate::steplog::LOG_VKEY_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| ControllerError::LogKeyFile {
+            path: path.clone(),
+            source,
+        })?;
+        text.trim()
+            .parse()
+            .map_err(|_| ControllerError::LogVerifierKey { path })
     }
 
     /// The trust policy's path: `path`, or `mirror-policy.yaml` in the data dir.
@@ -386,6 +477,17 @@ fn read_signature(path: &Path) -> Result<(Vec<u8>, String), ControllerError> {
             source,
         })?;
     Ok((raw, b64))
+}
+
+/// Creates `path` (which must not exist) with `mode` and writes `bytes`, durably.
+fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Counts the bytes of a directory's archive without storing it.

@@ -424,7 +424,24 @@ impl Dispatcher {
         for run_id in self.controller.state().complete_runs().await? {
             self.finish_if_complete(&run_id).await;
         }
+        self.sign_checkpoint().await;
         Ok(())
+    }
+
+    /// Signs a step log checkpoint if the log grew since the last one. Failures are logged;
+    /// the next tick retries.
+    async fn sign_checkpoint(&self) {
+        let signed = match self.controller.log_signer() {
+            Ok(signer) => {
+                crate::steplog::sign_checkpoint(self.controller.state(), &signer, self.now())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = signed {
+            tracing::error!(%error, "cannot sign a step log checkpoint; will retry");
+        }
     }
 
     /// Publishes and finishes `run_id` if all its steps are final. Failures are logged; the
@@ -452,8 +469,31 @@ impl Dispatcher {
             && records.values().all(|r| r.exit.success());
         // Publishing again from scratch is how a crash half-way through is recovered.
         state.clear_artifacts(run_id).await?;
-        match crate::publish::publish(state, self.controller.store(), &run, &records, &self.key)
+        let signer = self
+            .controller
+            .log_signer()
+            .map_err(|e| StateError::Corrupt {
+                what: "step log key",
+                detail: e.to_string(),
+            })?;
+        let proofs = crate::steplog::run_proofs(state, &signer, run_id, self.now())
             .await
+            .map_err(|e| match e {
+                crate::steplog::StepLogError::State(e) => e,
+                other => StateError::Corrupt {
+                    what: "step log",
+                    detail: other.to_string(),
+                },
+            })?;
+        match crate::publish::publish(
+            state,
+            self.controller.store(),
+            &run,
+            &records,
+            &self.key,
+            Some(&proofs),
+        )
+        .await
         {
             Ok(published) => {
                 for a in &published {
@@ -468,6 +508,7 @@ impl Dispatcher {
             }
         }
         state.finish_run(run_id, all_ok, self.now()).await?;
+        self.sign_checkpoint().await;
         tracing::info!(run = %run_id, succeeded = all_ok, "run finished");
         self.metrics.run_finished(all_ok);
         self.lock_runs().remove(run_id);

@@ -23,6 +23,7 @@ pub mod publish;
 pub mod run;
 pub mod schedule;
 pub mod state;
+pub mod steplog;
 pub mod why;
 
 pub use controller::{Controller, ControllerError};

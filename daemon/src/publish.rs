@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::run::AcceptedRun;
 use crate::state::{ArtifactRow, State, StateError};
+use crate::steplog::RunLogProofs;
 
 /// The builder identity kiln's all-in-one mode signs as.
 pub const BUILDER_ID: &str = "https://kiln.dev/builders/local/v1";
@@ -96,6 +97,7 @@ fn publish_one(
     artifact: &Artifact,
     records: &BTreeMap<String, StepRecord>,
     key: &KeyPair,
+    log: Option<&RunLogProofs>,
 ) -> Result<Option<PublishedArtifact>, PublishError> {
     let Some(record) = records.get(artifact.from()).filter(|r| r.exit.success()) else {
         return Ok(None);
@@ -138,8 +140,15 @@ fn publish_one(
         artifact: artifact.name().to_owned(),
         source,
     };
-    let statement =
+    let mut statement =
         kiln_attest::build_statement(&request).map_err(|e| sign_err(SignFailure::Build(e)))?;
+    if let Some(log) = log {
+        // Each step record the artifact relies on, with its step log index and an inclusion
+        // proof against a signed checkpoint (docs/build-type.md, "Step log byproducts").
+        let byproducts = &mut statement.predicate.run_details.byproducts;
+        byproducts.extend(owned.iter().filter_map(|r| log.steps.get(&r.step)).cloned());
+        byproducts.sort_by(|a, b| a.uri.cmp(&b.uri));
+    }
     let envelope =
         kiln_attest::sign_statement(&statement, key).map_err(|e| sign_err(SignFailure::Sign(e)))?;
     let bundle = kiln_attest::to_bundle(&envelope, key.public_key()).to_json();
@@ -160,17 +169,20 @@ fn publish_one(
     }))
 }
 
-/// Signs and records provenance for every artifact whose producing step succeeded.
+/// Signs and records provenance for every artifact whose producing step succeeded. With
+/// `log`, each provenance carries the step log entries of the records it relies on, with
+/// their inclusion proofs ([`crate::steplog::run_proofs`]).
 pub async fn publish(
     state: &State,
     store: &BlobStore,
     run: &AcceptedRun,
     records: &BTreeMap<String, StepRecord>,
     key: &KeyPair,
+    log: Option<&RunLogProofs>,
 ) -> Result<Vec<PublishedArtifact>, PublishError> {
     let mut published = Vec::new();
     for artifact in run.pipeline.artifacts() {
-        let Some(p) = publish_one(run, artifact, records, key)? else {
+        let Some(p) = publish_one(run, artifact, records, key, log)? else {
             continue;
         };
         let stored = store

@@ -9,9 +9,10 @@ mod database;
 mod leases;
 mod live_logs;
 pub mod stats;
+mod step_log;
 mod teams;
-mod trust;
 pub mod testing;
+mod trust;
 
 pub use database::{Backend, Database, DatabaseUrlError};
 
@@ -20,11 +21,12 @@ pub use leases::{
     SubmittedRun,
 };
 pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
-pub use trust::{Advisory, PublishedArtifact, Revocation};
+pub use step_log::{StoredCheckpoint, StoredEntry, TreeError};
 pub use teams::{
     CANCELLED_REASON, CancelOutcome, NewTeamToken, TEAM_TOKEN_PREFIX, TokenRefusal, random_secret,
     valid_team_name,
 };
+pub use trust::{Advisory, PublishedArtifact, Revocation};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -217,6 +219,8 @@ fn kind_columns(kind: &BlobKind) -> (&'static str, Option<&str>) {
 pub struct State {
     pool: AnyPool,
     backend: Backend,
+    /// The step log's Merkle tree as far as this process has read it ([`step_log`]).
+    log_tree: step_log::TreeCache,
 }
 
 impl State {
@@ -232,6 +236,7 @@ impl State {
         Ok(Self {
             pool,
             backend: db.backend(),
+            log_tree: step_log::TreeCache::default(),
         })
     }
 
@@ -374,8 +379,9 @@ impl State {
     }
 
     /// Records an accepted run and its pending steps, atomically.
+    /// Logs the run's start in the step log, in the same transaction.
     pub async fn create_run(&self, run: &NewRun<'_>) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        let mut tx = self.begin_write().await?;
         let sub = run.submission.as_ref();
         sqlx::query(
             "INSERT INTO runs (id, pipeline_name, pipeline_file, pipeline_sha256, state, started_at,
@@ -438,6 +444,18 @@ impl State {
                     .map_err(query_err("insert step need"))?;
             }
         }
+        step_log::append(
+            &mut tx,
+            &crate::steplog::LogEntry::RunStarted {
+                run: run.id,
+                pipeline_name: run.pipeline_name,
+                pipeline_file: run.pipeline_file,
+                pipeline_sha256: run.pipeline_sha256,
+                started_at: run.started_at,
+                dispatch: if sub.is_some() { "lease" } else { "local" },
+            },
+        )
+        .await?;
         tx.commit().await.map_err(query_err("commit run"))
     }
 
@@ -458,7 +476,8 @@ impl State {
         Ok(())
     }
 
-    /// Stores a step's record and its final state in one transaction.
+    /// Stores a step's record and its final state in one transaction, and logs the record in
+    /// the step log (worker `local`: the all-in-one mode).
     pub async fn record_step(&self, record: &StepRecord) -> Result<(), StateError> {
         let json = serde_json::to_string(record).expect("a StepRecord always serialises");
         let state = if record.exit.success() {
@@ -466,8 +485,18 @@ impl State {
         } else {
             StepState::Failed
         };
-        let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+        let mut tx = self.begin_write().await?;
         leases::insert_record(&mut tx, record, &json).await?;
+        step_log::append(
+            &mut tx,
+            &crate::steplog::LogEntry::StepRecord {
+                run: &record.run_id,
+                step: &record.step,
+                worker: "local",
+                record_json: &json,
+            },
+        )
+        .await?;
         sqlx::query("UPDATE steps SET state = $1 WHERE run_id = $2 AND name = $3")
             .bind(state.as_str())
             .bind(&record.run_id)
@@ -516,21 +545,58 @@ impl State {
         Ok(())
     }
 
-    /// Marks a run finished.
+    /// Marks a run finished and, if it was running, logs its end with the artifacts it
+    /// published in the step log, in one transaction.
     pub async fn finish_run(
         &self,
         run_id: &str,
         succeeded: bool,
         at: OffsetDateTime,
     ) -> Result<(), StateError> {
+        let mut tx = self.begin_write().await?;
+        let was: Option<String> =
+            sqlx::query_scalar(self.locking("SELECT state FROM runs WHERE id = $1", "FOR UPDATE"))
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err("look up run"))?;
+        let state = if succeeded { "succeeded" } else { "failed" };
         sqlx::query("UPDATE runs SET state = $1, finished_at = $2 WHERE id = $3")
-            .bind(if succeeded { "succeeded" } else { "failed" })
+            .bind(state)
             .bind(rfc3339(at))
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(query_err("finish run"))?;
-        Ok(())
+        if was.as_deref() == Some("running") {
+            let rows = sqlx::query(
+                "SELECT name, step, sha256, provenance_sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
+            )
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("list artifacts"))?;
+            let artifacts = rows
+                .iter()
+                .map(|r| crate::steplog::LoggedArtifact {
+                    name: r.get(0),
+                    step: r.get(1),
+                    sha256: r.get(2),
+                    provenance_sha256: r.get(3),
+                })
+                .collect();
+            step_log::append(
+                &mut tx,
+                &crate::steplog::LogEntry::RunFinished {
+                    run: run_id,
+                    state,
+                    finished_at: at,
+                    artifacts,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(query_err("commit finish run"))
     }
 
     /// Every run, newest first.

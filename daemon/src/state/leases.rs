@@ -365,6 +365,16 @@ impl State {
             return Ok(ReportOutcome::WrongStep { run_id, step });
         }
         insert_record(&mut tx, record, &json).await?;
+        super::step_log::append(
+            &mut tx,
+            &crate::steplog::LogEntry::StepRecord {
+                run: &run_id,
+                step: &step,
+                worker: worker_id,
+                record_json: &json,
+            },
+        )
+        .await?;
         let succeeded = record.exit.success();
         let final_state = if succeeded {
             StepState::Succeeded

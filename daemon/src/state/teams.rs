@@ -191,6 +191,16 @@ impl State {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_err("cancel run"))?;
+                super::step_log::append(
+                    &mut tx,
+                    &crate::steplog::LogEntry::RunFinished {
+                        run: run_id,
+                        state: "cancelled",
+                        finished_at: now,
+                        artifacts: Vec::new(),
+                    },
+                )
+                .await?;
                 CancelOutcome::Cancelled
             }
         };

@@ -158,3 +158,17 @@ macro_rules! backend_tests {
         }
     )*};
 }
+
+/// Runs `sql` on `state`'s database as it is, bypassing every check: how tests play an
+/// attacker who can write the database (`kiln audit verify` must notice). Returns the rows
+/// affected.
+///
+/// # Panics
+/// When the statement fails; tests only.
+pub async fn tamper(state: &super::State, sql: &str) -> u64 {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(state.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .rows_affected()
+}
