@@ -32,6 +32,7 @@ pub mod attestation;
 pub mod bundle;
 pub mod dsse;
 pub mod intoto;
+pub mod keyring;
 pub mod keys;
 pub mod provenance;
 pub mod sbom;

@@ -45,10 +45,15 @@ pub struct VerifyArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "policy",
-        conflicts_with = "policy"
+        required_unless_present_any = ["policy", "keyring"],
+        conflicts_with_all = ["policy", "keyring"]
     )]
     key: Option<PathBuf>,
+    /// Or a builder's published key set (`kiln keys export --json`): the signature must be by
+    /// one of its keys, valid when the build finished (keys rotate; old provenance still
+    /// verifies).
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    keyring: Option<PathBuf>,
     /// Judge the artifact against this verification policy (verify-policy.yaml): trusted
     /// builder keys and id, pipeline, sources, dependencies, maximum age. Prints PASS or FAIL
     /// and every rule's outcome.
@@ -79,6 +84,47 @@ pub struct VerifyArgs {
     /// The VSA's resourceUri (default: file:ARTIFACT-FILE-NAME).
     #[arg(long, value_name = "URI", requires = "vsa_out")]
     resource_uri: Option<String>,
+}
+
+/// Tries each key of the key set; the one that verifies must have been valid when the build
+/// finished.
+fn verify_with_keyring(
+    path: &Path,
+    check: impl Fn(&PublicKey) -> Result<kiln_attest::VerifiedProvenance, String>,
+) -> anyhow::Result<Result<kiln_attest::VerifiedProvenance, String>> {
+    let ring = kiln_attest::keyring::Keyring::load(path)?;
+    let mut last = format!("{} lists no key", path.display());
+    for entry in &ring.keys {
+        let verified = match check(&entry.public_key()?) {
+            Ok(verified) => verified,
+            Err(err) => {
+                last = err;
+                continue;
+            }
+        };
+        let metadata = verified.statement.predicate.run_details.metadata.as_ref();
+        let finished = metadata.and_then(|m| m.finished_on);
+        return Ok(match finished {
+            Some(at) if entry.valid_at(at) => Ok(verified),
+            Some(at) => Err(format!(
+                "signed by key {}, which was not valid when the build finished ({}): valid from {}{}",
+                entry.keyid,
+                at.format(&Rfc3339).unwrap_or_default(),
+                entry.not_before.format(&Rfc3339).unwrap_or_default(),
+                entry.not_after.map_or(String::new(), |end| format!(
+                    " to {}",
+                    end.format(&Rfc3339).unwrap_or_default()
+                ))
+            )),
+            None => {
+                Err("the provenance has no finishedOn to check the key's validity against".into())
+            }
+        });
+    }
+    Ok(Err(format!(
+        "no key of {} verifies it: {last}",
+        path.display()
+    )))
 }
 
 fn describe(d: &ResourceDescriptor) -> String {
@@ -113,11 +159,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy {
         return run_policy(&args, policy, digest, evidence, &text);
     }
-    let key = PublicKey::from_spki_pem_file(args.key.as_deref().expect("clap requires one"))?;
-    let artifact = ArtifactRef::Digest(digest);
-    let result = match args.bundle {
-        Some(_) => verify_bundle(artifact, &text, &key).map_err(|e| e.to_string()),
-        None => verify_provenance(artifact, &text, &key).map_err(|e| e.to_string()),
+    let check = |key: &PublicKey| {
+        let artifact = ArtifactRef::Digest(digest);
+        match args.bundle {
+            Some(_) => verify_bundle(artifact, &text, key).map_err(|e| e.to_string()),
+            None => verify_provenance(artifact, &text, key).map_err(|e| e.to_string()),
+        }
+    };
+    let result = match &args.keyring {
+        Some(path) => verify_with_keyring(path, check)?,
+        None => check(&PublicKey::from_spki_pem_file(
+            args.key.as_deref().expect("clap requires one"),
+        )?),
     };
     let verified = match result {
         Ok(v) => v,

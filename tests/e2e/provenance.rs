@@ -249,3 +249,99 @@ fn sboms_beside_the_artifact_validate_with_spdx_tools_and_cyclonedx() {
         assert_eq!(jsonl.lines().count(), 1, "{file}: {jsonl}");
     }
 }
+
+fn verify_with_keyring(
+    built: &Built,
+    artifact: &Path,
+    provenance: &Path,
+    ring: &Path,
+) -> std::process::Output {
+    built.env.kiln(&[
+        "verify",
+        artifact.to_str().unwrap(),
+        "--provenance",
+        provenance.to_str().unwrap(),
+        "--keyring",
+        ring.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn after_key_rotation_old_and_new_provenance_verify_against_the_exported_key_set() {
+    let built = build();
+    let env = &built.env;
+    // Keep the first run's outputs: the next run writes to the same place.
+    let old_dir = env.path("old");
+    fs::create_dir_all(&old_dir).unwrap();
+    let (old_artifact, old_prov) = (
+        old_dir.join("wrapped"),
+        old_dir.join("wrapped.intoto.jsonl"),
+    );
+    fs::copy(&built.artifact, &old_artifact).unwrap();
+    fs::copy(&built.provenance, &old_prov).unwrap();
+
+    let rotated = env.kiln_ok(&["keys", "rotate"]);
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout).contains("retired key"),
+        "{}",
+        text(&rotated)
+    );
+    // The retired private key is gone; the new one signs the next run.
+    let pipeline = env.path("greet.yaml");
+    let out = env.run(&pipeline);
+    assert!(out.status.success(), "{}", text(&out));
+    let new_public = env.kiln_ok(&["keys", "public"]);
+    let new_key = env.write("new.pub", &String::from_utf8(new_public.stdout).unwrap());
+    assert!(
+        !built
+            .verify(&old_artifact, &old_prov, &new_key)
+            .status
+            .success(),
+        "the old provenance is not the new key's"
+    );
+    assert!(
+        !built
+            .verify(&built.artifact, &built.provenance, &built.public_key)
+            .status
+            .success(),
+        "the new provenance is not the old key's"
+    );
+
+    let exported = env.kiln_ok(&["keys", "export", "--json"]);
+    let ring_path = env.write("keyring.json", &String::from_utf8(exported.stdout).unwrap());
+    let ring: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&ring_path).unwrap()).unwrap();
+    let keys = ring["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{ring:#}");
+    assert!(
+        keys[0]["not_after"].is_string() && keys[1]["not_after"].is_null(),
+        "{ring:#}"
+    );
+    for (artifact, provenance) in [
+        (&old_artifact, &old_prov),
+        (&built.artifact, &built.provenance),
+    ] {
+        let out = verify_with_keyring(&built, artifact, provenance, &ring_path);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let listed = env.kiln_ok(&["keys", "export"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout)
+            .matches("BEGIN PUBLIC KEY")
+            .count(),
+        2
+    );
+
+    // A key set whose retired key's validity ended before the old build finished refuses it.
+    let mut shifted = ring.clone();
+    shifted["keys"][0]["not_after"] = serde_json::json!("2000-01-01T00:00:00Z");
+    shifted["keys"][0]["not_before"] = serde_json::json!("1999-01-01T00:00:00Z");
+    let shifted_path = env.write("shifted.json", &shifted.to_string());
+    let out = verify_with_keyring(&built, &old_artifact, &old_prov, &shifted_path);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("which was not valid when the build finished"),
+        "{}",
+        text(&out)
+    );
+}
