@@ -6,8 +6,10 @@
 #
 # Prints `export KILN_TEST_DATABASE_URL=…` on stdout (progress goes to stderr), so callers do
 #   eval "$(bash scripts/postgres.sh)"
-# Idempotent: a second call reuses the running server. Nothing is written outside target/
-# (unless the postgres user cannot reach it: then a temp dir, which the script names).
+# Idempotent: a second call reuses the running server. A call that started the server also
+# prints `export KILN_PG_STARTED=1` (scripts/test.sh then stops it when the tests end).
+# Nothing is written outside target/ (unless the postgres user cannot reach it: then a temp
+# dir, which the script names).
 # `bash scripts/postgres.sh stop` stops the server; `rm -rf target/pg` forgets it.
 # Run as root on Debian 12 (installs `postgresql` with apt-get when initdb is absent).
 set -euo pipefail
@@ -117,6 +119,8 @@ else
         say "cannot start PostgreSQL; is port $port taken? (set KILN_PG_PORT)"
         exit 1
     fi
+    # Tells the caller this call started it, so that it may stop it when done.
+    echo "export KILN_PG_STARTED=1"
 fi
 
 # The `kiln` role, made once.

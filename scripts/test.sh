@@ -25,6 +25,10 @@ export KILN_TEST_ROOTFS=$PWD/target/test-rootfs
 
 echo "== the PostgreSQL server the state tests run on too (under target/pg)"
 eval "$(bash scripts/postgres.sh)"
+# Leave the machine as found: stop the server if this run started it.
+if [ "${KILN_PG_STARTED:-}" = 1 ]; then
+  trap 'bash scripts/postgres.sh stop' EXIT
+fi
 
 echo "== tests"
 cargo test --locked --workspace --doc
