@@ -297,17 +297,21 @@ fn a_fifty_step_dag_completes_on_three_workers_each_step_once(backend: Backend) 
     }
     let workers: BTreeSet<&str> = steps.iter().filter_map(|s| s["worker"].as_str()).collect();
     assert_eq!(workers.len(), 3, "not every worker ran a step: {view:#}");
-    let records = cluster.records(&run);
+    assert_fifty_steps_recorded_once_and_summed(&cluster, &run);
+}
+
+/// One accepted record per step of [`fifty_step_pipeline`] (nothing lost, nothing twice), and
+/// its artifact: four layers of pairwise sums of ones, 2^4.
+fn assert_fifty_steps_recorded_once_and_summed(cluster: &Cluster, run: &str) {
+    let records = cluster.records(run);
     let names: BTreeSet<&str> = records.iter().map(|r| r.step.as_str()).collect();
     assert_eq!(
         (records.len(), names.len()),
         (50, 50),
         "one record per step"
     );
-
-    // Four layers of pairwise sums of ones: 2^4.
     let out_dir = cluster.env.path("artifacts");
-    cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
+    cluster.kiln_ok(&["artifacts", run, "--out", out_dir.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
 }
 
@@ -337,17 +341,7 @@ fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted(backend: Bac
     for s in view["steps"].as_array().unwrap() {
         assert_eq!(s["state"], "succeeded", "{s:#}");
     }
-    // Nothing lost, nothing twice: one accepted record per step.
-    let records = cluster.records(&run);
-    let names: BTreeSet<&str> = records.iter().map(|r| r.step.as_str()).collect();
-    assert_eq!(
-        (records.len(), names.len()),
-        (50, 50),
-        "one record per step"
-    );
-    let out_dir = cluster.env.path("artifacts");
-    cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
-    assert_eq!(fs::read_to_string(out_dir.join("n")).unwrap(), "16\n");
+    assert_fifty_steps_recorded_once_and_summed(&cluster, &run);
 }
 
 #[test]
