@@ -36,36 +36,30 @@ fn affected(env: &Env, entry: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// `kiln mirror add PATH --name NAME`.
+fn add(env: &Env, path: &std::path::Path, name: &str) {
+    env.kiln_ok(&["mirror", "add", path.to_str().unwrap(), "--name", name]);
+}
+
+/// busybox, `lib-src@1`, the kiln-built `lib` imported as `lib@1`, and `app` built from it.
+fn build_chain(env: &Env) {
+    env.import_busybox();
+    add(env, &env.write("src/lib.txt", "lib source\n"), "lib-src@1");
+    run_ok(env, "lib.yaml", LIB);
+    // The library kiln built goes back into the mirror, and an app is built from it.
+    add(env, &env.path("out/lib"), "lib@1");
+    run_ok(env, "app.yaml", APP);
+}
+
 #[test]
 fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
     let env = Env::new();
-    env.import_busybox();
-    let lib_src = env.write("src/lib.txt", "lib source\n");
-    let other_src = env.write("src/other.txt", "other source\n");
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        lib_src.to_str().unwrap(),
-        "--name",
-        "lib-src@1",
-    ]);
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        other_src.to_str().unwrap(),
-        "--name",
+    build_chain(&env);
+    add(
+        &env,
+        &env.write("src/other.txt", "other source\n"),
         "other-src@1",
-    ]);
-    run_ok(&env, "lib.yaml", LIB);
-    // The library kiln built goes back into the mirror, and an app is built from it.
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        env.path("out/lib").to_str().unwrap(),
-        "--name",
-        "lib@1",
-    ]);
-    run_ok(&env, "app.yaml", APP);
+    );
     run_ok(&env, "other.yaml", OTHER);
 
     // Through the chain: lib directly, app through lib; other not at all.
@@ -113,31 +107,8 @@ fn affected_follows_kiln_built_inputs_and_revocation_stops_new_runs() {
 #[test]
 fn why_prints_a_three_level_chain_with_digests_and_verification() {
     let env = Env::new();
-    env.import_busybox();
-    let lib_src = env.write("src/lib.txt", "lib source\n");
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        lib_src.to_str().unwrap(),
-        "--name",
-        "lib-src@1",
-    ]);
-    run_ok(&env, "lib.yaml", LIB);
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        env.path("out/lib").to_str().unwrap(),
-        "--name",
-        "lib@1",
-    ]);
-    run_ok(&env, "app.yaml", APP);
-    env.kiln_ok(&[
-        "mirror",
-        "add",
-        env.path("out/app").to_str().unwrap(),
-        "--name",
-        "app@1",
-    ]);
+    build_chain(&env);
+    add(&env, &env.path("out/app"), "app@1");
 
     let printed = env.kiln_ok(&["mirror", "why", "app@1"]);
     let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
