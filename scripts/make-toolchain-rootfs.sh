@@ -8,7 +8,8 @@
 # or Pre-Depend on. apt-get is only used (and only reaches the network) when one of the root
 # packages is not installed yet. The result contains:
 #   - each package's files as dpkg lists them, with symlinks, directories and modes kept, but
-#     without documentation, man pages, info pages and translations;
+#     without documentation (except each package's /usr/share/doc/PKG/copyright, where kiln's
+#     SBOMs find licenses), man pages, info pages and translations;
 #   - the host's /usr-merge symlinks (/bin -> usr/bin, ...), so paths resolve as on the host;
 #   - the alternatives whose chosen target was copied (/usr/bin/cc -> gcc, awk -> mawk, ...);
 #   - /etc/passwd and /etc/group with root (0), builder (1000, home /work) and nobody (65534);
@@ -26,7 +27,8 @@ ROOT_PACKAGES=(
     coreutils bash dash grep sed mawk findutils diffutils tar gzip
 )
 
-# Paths left out of the rootfs to keep it small; nothing in a build step reads them.
+# Paths left out of the rootfs to keep it small; nothing in a build step reads them (the
+# copyright files under /usr/share/doc/ are kept, see below).
 EXCLUDED_PREFIXES=(
     /usr/share/doc/ /usr/share/doc-base/ /usr/share/man/ /usr/share/info/
     /usr/share/locale/ /usr/share/lintian/
@@ -181,6 +183,11 @@ file_list="$(mktemp)"
 trap 'rm -f -- "$file_list"' EXIT
 dpkg -L "${packages[@]}" | LC_ALL=C sort -u | while IFS= read -r path; do
     [[ "$path" == /* && "$path" != "/." ]] || continue
+    # Each package's copyright file stays: kiln's SBOMs take licenses from it.
+    if [[ "$path" == /usr/share/doc/*/copyright && ( -f "$path" || -L "$path" ) ]]; then
+        printf '%s\n' "${path#/}"
+        continue
+    fi
     for prefix in "${EXCLUDED_PREFIXES[@]}"; do
         [[ "$path/" != "$prefix"* ]] || continue 2
     done

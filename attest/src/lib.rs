@@ -11,6 +11,8 @@
 //! - [`provenance`]: builds the statement for one artifact from step records
 //!   (build type `https://kiln.dev/buildtypes/pipeline/v1`, see docs/build-type.md).
 //! - [`attestation`]: the `.intoto.jsonl` file and [`verify_provenance`].
+//! - [`run_attestation`]: the signed `run.intoto.jsonl` naming how a whole run ended
+//!   (succeeded, failed or cancelled) and its step records (see docs/run-attestation.md).
 //! - [`bundle`]: the `.sigstore.json` file (Sigstore bundle v0.3, key-based) and
 //!   [`verify_bundle`], which makes the same envelope checks as [`verify_provenance`].
 //! - [`sbom`]: the SPDX 2.3 and CycloneDX 1.6 SBOMs of an artifact (`.spdx.json`,
@@ -35,6 +37,7 @@ pub mod intoto;
 pub mod keyring;
 pub mod keys;
 pub mod provenance;
+pub mod run_attestation;
 pub mod sbom;
 pub mod slsa;
 pub mod tlog;
@@ -54,8 +57,13 @@ pub use keys::{KeyAlgorithm, KeyError, KeyFiles, KeyId, KeyPair, KeyParseError, 
 pub use provenance::{
     Artifact, BuilderInfo, PipelineParameter, ProvenanceError, ProvenanceRequest, build_statement,
 };
+pub use run_attestation::{
+    RunAttestationError, RunAttestationRequest, RunOutcome, RunVerifyError, StepInput, StepOutcome,
+    VerifiedRunAttestation, sign_run_attestation, verify_run_attestation,
+};
 pub use sbom::{
-    SbomFiles, Sboms, build_sboms, cyclonedx_attestation_file_name, cyclonedx_file_name,
+    RootfsPackage, RootfsPackages, RootfsPackagesError, SbomFiles, SbomInputs, Sboms, build_sboms,
+    build_sboms_with, cyclonedx_attestation_file_name, cyclonedx_file_name,
     spdx_attestation_file_name, spdx_file_name,
 };
 pub use slsa::Provenance;

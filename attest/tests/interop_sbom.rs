@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use kiln_attest::{
-    Artifact, BuilderInfo, Envelope, KeyPair, PipelineParameter, ProvenanceRequest, SbomFiles,
-    Statement, build_sboms,
+    Artifact, BuilderInfo, Envelope, KeyPair, PipelineParameter, ProvenanceRequest, RootfsPackages,
+    SbomFiles, SbomInputs, Statement, build_sboms, build_sboms_with,
 };
 use kiln_core::{
     BlobKind, ExitRecord, InputSource, LogRecord, MirrorInput, OutputRecord, SandboxRecord,
@@ -380,4 +380,56 @@ fn same_run_gives_the_same_sbom_bytes() {
     let b = build_sboms(&req).unwrap().to_files(&req, &key).unwrap();
     assert_eq!(a.spdx, b.spdx);
     assert_eq!(a.cyclonedx, b.cyclonedx);
+}
+
+/// The same run with the rootfs's Debian packages listed: one with a single license, one with
+/// an `or` expression, one whose license is unknown (NOASSERTION / no `licenses`), one with an
+/// epoch in its version. Both validators accept the documents.
+#[test]
+fn validators_accept_sboms_listing_rootfs_packages_with_and_without_licenses() {
+    let steps = steps();
+    let req = request(&steps);
+    let dep5 = |license: &str| {
+        format!(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+             Files: *\nCopyright: someone\nLicense: {license}\n"
+        )
+    };
+    let packages = RootfsPackages::parse(
+        "bash 5.2.15-2+b8 amd64\ndiffutils 1:3.8-4 amd64\ngcc-12 12.2.0-14+deb12u1 amd64\nzlib1g 1:1.2.13.dfsg-1 amd64\n",
+    )
+    .unwrap()
+    .with_licenses(|name| match name {
+        "bash" => Some(dep5("GPL-3+")),
+        "zlib1g" => Some(dep5("Zlib or MIT")),
+        _ => None,
+    });
+    let inputs = SbomInputs {
+        rootfs_packages: [(steps[0].rootfs.sha256, packages)].into(),
+    };
+    let key = KeyPair::generate().unwrap();
+    let files = build_sboms_with(&req, &inputs)
+        .unwrap()
+        .to_files(&req, &key)
+        .unwrap();
+    assert!(files.spdx.contains("\"CONTAINS\""), "{}", files.spdx);
+    assert!(files.spdx.contains("\"GPL-3.0-or-later\""));
+    assert!(files.cyclonedx.contains("\"Zlib OR MIT\""));
+    assert!(
+        files
+            .cyclonedx
+            .contains("pkg:deb/debian/diffutils@1%3A3.8-4?arch=amd64")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (format, name, text) in [
+        ("spdx", "hello.spdx.json", &files.spdx),
+        ("cyclonedx", "hello.cdx.json", &files.cyclonedx),
+    ] {
+        let out = validate(format, &write(dir.path(), name, text));
+        assert!(
+            out.status.success(),
+            "{format} validator refused kiln's SBOM with rootfs packages:\n{}",
+            describe(&out)
+        );
+    }
 }

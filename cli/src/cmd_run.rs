@@ -1,5 +1,6 @@
 //! `kiln run`: the all-in-one mode. Accepts a pipeline, runs its steps on a local worker, signs
-//! provenance for its artifacts and writes them to `--out`.
+//! provenance for its artifacts and writes them to `--out`, with the signed run attestation
+//! `run.intoto.jsonl` of how the run ended (also when it failed).
 //! `kiln check`: parse and validate only.
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ pub struct RunArgs {
     pipeline: PathBuf,
     /// Where artifacts, their provenance (ARTIFACT.intoto.jsonl, ARTIFACT.sigstore.json) and
     /// SBOMs (ARTIFACT.spdx.json, ARTIFACT.cdx.json, each also signed as .intoto.jsonl) are
-    /// written.
+    /// written, with the signed run attestation run.intoto.jsonl (also for a failed run).
     #[arg(long, default_value = "kiln-out", value_name = "DIR")]
     out: PathBuf,
     /// Sign with this PKCS#8 PEM key instead of the data dir's key.
@@ -157,6 +158,17 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             .state()
             .finish_run(&run.id, all_ok, time::OffsetDateTime::now_utc())
             .await?;
+        // Every run, failed ones too, leaves signed evidence of how it ended.
+        let attestation = kiln_daemon::run_attestation::attest_run(
+            controller.state(),
+            controller.store(),
+            &run,
+            &key,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
+        let attestation_file = args.out.join(kiln_attest::run_attestation::FILE_NAME);
+        write_atomically(&args.out, &attestation_file, &attestation.jsonl)?;
         kiln_daemon::steplog::sign_checkpoint(
             controller.state(),
             &log_signer,
@@ -164,6 +176,7 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         print_summary(&run.id, &records, &published, &args.out, all_ok);
+        println!("run attestation:\n    {}", attestation_file.display());
         controller.state().close().await;
         Ok(if all_ok {
             ExitCode::SUCCESS

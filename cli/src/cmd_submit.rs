@@ -379,6 +379,19 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
             .get_run(&args.run)
             .await
             .with_context(|| format!("cannot read run {}", args.run))?;
+        if matches!(run.state, RunState::Failed | RunState::Cancelled) {
+            // No artifacts to fetch; the signed run attestation says what happened.
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let dest = write_run_attestation(&client, &run.id, out).await?;
+            println!(
+                "run {} {}; its signed run attestation was written to {}",
+                run.id,
+                word(&run.state),
+                dest.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         if run.artifacts.is_empty() {
             eprintln!(
                 "run {} ({}) has no published artifacts",
@@ -388,6 +401,12 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        if matches!(run.state, RunState::Succeeded) {
+            let dest = write_run_attestation(&client, &run.id, out).await?;
+            if !args.json {
+                println!("run attestation\n  {}", dest.display());
+            }
+        }
         let mut written = Vec::new();
         for artifact in &run.artifacts {
             let name = &artifact.name;
@@ -433,6 +452,17 @@ pub fn artifacts(args: ArtifactsArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Downloads the run's signed run attestation into `out/run.intoto.jsonl`.
+async fn write_run_attestation(client: &Client, run: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    let text = client
+        .run_attestation(run)
+        .await
+        .with_context(|| format!("cannot download the run attestation of run {run}"))?;
+    let dest = out.join(kiln_attest::run_attestation::FILE_NAME);
+    write_file(out, &dest, text.as_bytes())?;
+    Ok(dest)
 }
 
 /// Writes `bytes` to `dest` atomically (temp file in `dir`, fsync, rename), mode 0644.

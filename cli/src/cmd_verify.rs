@@ -86,6 +86,67 @@ pub struct VerifyArgs {
     resource_uri: Option<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct VerifyRunArgs {
+    /// The run attestation (run.intoto.jsonl) of `kiln run --out DIR` or `kiln artifacts`.
+    attestation: PathBuf,
+    /// The signer's public key (SPKI PEM, e.g. kiln.pub).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+}
+
+/// `kiln verify-run`: checks a run attestation's signature and types, then prints the run's
+/// outcome and each step's (docs/run-attestation.md). Exit status 0 verified, 1 refused, 2 I/O.
+pub fn run_attestation(args: VerifyRunArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.attestation)
+        .with_context(|| format!("cannot read {}", args.attestation.display()))?;
+    let key = PublicKey::from_spki_pem_file(&args.key)?;
+    let verified = match kiln_attest::verify_run_attestation(&text, &key) {
+        Ok(v) => v,
+        Err(err) => {
+            eprintln!("{}: does NOT verify: {err}", args.attestation.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let p = &verified.statement.predicate;
+    println!(
+        "verified: run {} of pipeline {} (sha256:{}): {}",
+        p.run,
+        p.pipeline.name,
+        p.pipeline.sha256,
+        wire_word(&p.state)
+    );
+    println!("  signed by key {}", verified.keyid);
+    println!("steps:");
+    for step in &p.steps {
+        let detail = match (&step.exit, &step.reason) {
+            (Some(exit), _) => serde_json::to_string(exit).unwrap_or_default(),
+            (None, Some(reason)) => reason.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {:<24} {:<10} {detail}",
+            step.name,
+            wire_word(&step.state)
+        );
+        for event in &step.limit_events {
+            println!(
+                "    limit hit: {}",
+                serde_json::to_string(event).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lowercase wire name of an outcome, for printing.
+fn wire_word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Tries each key of the key set; the one that verifies must have been valid when the build
 /// finished.
 fn verify_with_keyring(

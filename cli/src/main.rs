@@ -71,6 +71,8 @@ enum Command {
     Keys(cmd_keys::KeysCommand),
     /// Verify an artifact against its signed provenance.
     Verify(cmd_verify::VerifyArgs),
+    /// Verify a run attestation (run.intoto.jsonl) and show how the run and each step ended.
+    VerifyRun(cmd_verify::VerifyRunArgs),
     /// Run steps for a controller (`kiln daemon`); SIGTERM drains: running steps finish.
     Worker(cmd_worker::WorkerArgs),
     /// Submit a pipeline to a controller.
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Admin(cmd) => cmd_admin::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Audit(cmd) => cmd_audit::run(&data_dir, cli.database_url.as_ref(), cmd),
         Command::Verify(args) => cmd_verify::run(args),
+        Command::VerifyRun(args) => cmd_verify::run_attestation(args),
         Command::Worker(args) => cmd_worker::run(&data_dir, args),
         Command::Submit(args) => cmd_submit::submit(args),
         Command::Status(args) => cmd_submit::status(args),

@@ -242,6 +242,23 @@ impl Client {
         })
     }
 
+    /// `GET /v1/runs/{run}/attestation`: the finished run's `run.intoto.jsonl` text (any
+    /// outcome). Not verified here: that is `kiln verify --run-attestation`'s job.
+    pub async fn run_attestation(&self, run: &str) -> Result<String, ClientError> {
+        const ROUTE: &str = "GET /v1/runs/{run}/attestation";
+        let resp = self
+            .send(
+                ROUTE,
+                self.request(Method::GET, &["runs", run, "attestation"]),
+            )
+            .await?;
+        let bytes = body_bytes(ROUTE, resp).await?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Decode {
+            route: ROUTE,
+            source: serde::de::Error::custom(e),
+        })
+    }
+
     // ---- workers ----
 
     /// `POST /v1/join`: a join token and a CSR for a client certificate.

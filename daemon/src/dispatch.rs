@@ -508,11 +508,41 @@ impl Dispatcher {
             }
         }
         state.finish_run(run_id, all_ok, self.now()).await?;
+        self.attest(&run).await;
         self.sign_checkpoint().await;
         tracing::info!(run = %run_id, succeeded = all_ok, "run finished");
         self.metrics.run_finished(all_ok);
         self.lock_runs().remove(run_id);
         Ok(())
+    }
+
+    /// Signs and stores the run attestation of the finished `run`
+    /// ([`crate::run_attestation::attest_run`]). A failure is logged; the run's end stands.
+    async fn attest(&self, run: &AcceptedRun) {
+        if let Err(error) = crate::run_attestation::attest_run(
+            self.controller.state(),
+            self.controller.store(),
+            run,
+            &self.key,
+            self.now(),
+        )
+        .await
+        {
+            tracing::error!(run = %run.id, %error, "cannot sign the run attestation");
+        }
+    }
+
+    /// The blob digest of the signed run attestation of `team`'s finished run; `None` for
+    /// another team's run, an unknown run, or one still running.
+    pub async fn run_attestation_for(
+        &self,
+        team: &str,
+        run_id: &str,
+    ) -> Result<Option<Sha256Digest>, StateError> {
+        if !self.owns(team, run_id).await? {
+            return Ok(None);
+        }
+        self.controller.state().run_attestation(run_id).await
     }
 
     /// Like [`Self::submit`], for `team`: a new run records the team; a request id that names
@@ -573,6 +603,12 @@ impl Dispatcher {
         if outcome == crate::state::CancelOutcome::Cancelled {
             tracing::info!(run = %run_id, %team, "run cancelled");
             self.metrics.run_cancelled();
+            match self.accepted_run(run_id).await {
+                Ok(run) => self.attest(&run).await,
+                Err(error) => {
+                    tracing::error!(run = %run_id, %error, "cannot sign the run attestation");
+                }
+            }
             self.lock_runs().remove(run_id);
         }
         Ok(outcome)

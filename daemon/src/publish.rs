@@ -98,6 +98,7 @@ fn publish_one(
     records: &BTreeMap<String, StepRecord>,
     key: &KeyPair,
     log: Option<&RunLogProofs>,
+    store: &BlobStore,
 ) -> Result<Option<PublishedArtifact>, PublishError> {
     let Some(record) = records.get(artifact.from()).filter(|r| r.exit.success()) else {
         return Ok(None);
@@ -153,7 +154,8 @@ fn publish_one(
         kiln_attest::sign_statement(&statement, key).map_err(|e| sign_err(SignFailure::Sign(e)))?;
     let bundle = kiln_attest::to_bundle(&envelope, key.public_key()).to_json();
     let line = kiln_attest::to_jsonl(&[envelope]).map_err(|e| sign_err(SignFailure::Sign(e)))?;
-    let sboms = kiln_attest::build_sboms(&request)
+    let sbom_inputs = crate::rootfs_packages::sbom_inputs(store, &owned);
+    let sboms = kiln_attest::build_sboms_with(&request, &sbom_inputs)
         .map_err(|e| sign_err(SignFailure::Build(e)))?
         .to_files(&request, key)
         .map_err(|e| sign_err(SignFailure::Sign(e)))?;
@@ -182,7 +184,7 @@ pub async fn publish(
 ) -> Result<Vec<PublishedArtifact>, PublishError> {
     let mut published = Vec::new();
     for artifact in run.pipeline.artifacts() {
-        let Some(p) = publish_one(run, artifact, records, key, log)? else {
+        let Some(p) = publish_one(run, artifact, records, key, log, store)? else {
             continue;
         };
         let stored = store

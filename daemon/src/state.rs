@@ -5,6 +5,7 @@
 //! Every multi-row change is one transaction, so a crash or a refused input never leaves half
 //! a run. The daemon's transitions (leases, reports, expiry) live in [`leases`].
 
+mod attestations;
 mod database;
 mod leases;
 mod live_logs;

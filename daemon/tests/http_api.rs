@@ -403,6 +403,7 @@ kiln_daemon::backend_tests! {
     #[tokio::test] cancel_revokes_leases_and_the_late_report_is_refused;
     #[tokio::test] a_step_is_leased_only_to_a_worker_offering_every_label_it_requires;
     #[tokio::test] a_worker_with_a_malformed_label_is_refused;
+    #[tokio::test] cancelled_and_failed_runs_serve_a_signed_run_attestation;
 }
 
 async fn a_step_is_leased_only_to_a_worker_offering_every_label_it_requires(backend: Backend) {
@@ -1009,4 +1010,87 @@ async fn cancel_revokes_leases_and_the_late_report_is_refused(backend: Backend) 
     // Cancelling again is harmless.
     let (status, _) = env.call(Method::POST, &uri, Body::empty()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+async fn cancelled_and_failed_runs_serve_a_signed_run_attestation(backend: Backend) {
+    use kiln_attest::{RunOutcome, StepOutcome};
+    let env = Env::new(backend).await;
+    let key =
+        kiln_attest::PublicKey::from_spki_pem_file(&env.data_dir().join("keys/kiln.pub")).unwrap();
+
+    // Cancelled: one step reported, one leased when the run was cancelled.
+    let run = env.submit_ok(CHAIN).await;
+    let uri = format!("/v1/runs/{}/attestation", run.id);
+    let (status, _) = env.get(&uri).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no attestation while it runs"
+    );
+    let w = env.register("w").await;
+    let a = env.claim(&w).await.unwrap();
+    assert_eq!(a.spec.step, "a");
+    let record = env.record(&a.spec, 0, &[("x", b"x")]).await;
+    assert_eq!(env.report(&a, &w, record).await, StatusCode::NO_CONTENT);
+    let _b = env.claim(&w).await.unwrap();
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &format!("/v1/runs/{}/cancel", run.id),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let red = format!(
+        "Bearer {}",
+        env.make_token("red", Duration::from_secs(3600)).await
+    );
+    let (status, _) = env
+        .call_as(Some(&red), Method::GET, &uri, Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another team's run");
+    let (status, body) = env.get(&uri).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let verified =
+        kiln_attest::verify_run_attestation(std::str::from_utf8(&body).unwrap(), &key).unwrap();
+    let p = &verified.statement.predicate;
+    assert_eq!(p.run, run.id);
+    assert_eq!(p.state, RunOutcome::Cancelled);
+    let states: Vec<(&str, StepOutcome)> =
+        p.steps.iter().map(|s| (s.name.as_str(), s.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("a", StepOutcome::Succeeded),
+            ("b", StepOutcome::Cancelled),
+            ("c", StepOutcome::Cancelled),
+            ("d", StepOutcome::Cancelled),
+        ]
+    );
+    assert_eq!(p.steps[0].exit, Some(ExitRecord::Exited { code: 0 }));
+    assert!(p.steps[0].record_sha256.is_some());
+    assert_eq!(p.steps[1].exit, None);
+
+    // Failed: the failing step with its exit, its dependents skipped.
+    let run = env.submit_ok(TWO_STEPS).await;
+    let first = env.claim(&w).await.unwrap();
+    let record = env.record(&first.spec, 3, &[]).await;
+    assert_eq!(env.report(&first, &w, record).await, StatusCode::NO_CONTENT);
+    env.tick().await;
+    assert_eq!(env.run(&run.id).await.state, v1::RunState::Failed);
+    let (status, body) = env.get(&format!("/v1/runs/{}/attestation", run.id)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let verified =
+        kiln_attest::verify_run_attestation(std::str::from_utf8(&body).unwrap(), &key).unwrap();
+    let p = &verified.statement.predicate;
+    assert_eq!(p.state, RunOutcome::Failed);
+    let failed = p.steps.iter().find(|s| s.name == first.spec.step).unwrap();
+    assert_eq!(failed.state, StepOutcome::Failed);
+    assert_eq!(failed.exit, Some(ExitRecord::Exited { code: 3 }));
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| s.state == StepOutcome::Skipped && s.exit.is_none()),
+        "{p:?}"
+    );
 }

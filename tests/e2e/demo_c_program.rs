@@ -70,6 +70,29 @@ fn hello_compiles_hermetically_and_its_provenance_verifies() {
         text(&verified)
     );
 
+    // The SBOMs list the toolchain rootfs's Debian packages (its /etc/kiln-rootfs-packages).
+    // They still validate with the SPDX and CycloneDX projects' tools.
+    let script = repo.join("attest/tests/interop/sbom_validate.py");
+    for (format, sbom) in [
+        ("spdx", "out/hello.spdx.json"),
+        ("cyclonedx", "out/hello.cdx.json"),
+    ] {
+        let doc = std::fs::read_to_string(env.path(sbom)).unwrap();
+        assert!(doc.contains("\"pkg:deb/debian/gcc-12@"), "{sbom}:\n{doc}");
+        let checked = Command::new("python3")
+            .arg(&script)
+            .args([format, env.path(sbom).to_str().unwrap()])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            checked.status.success(),
+            "the {format} validator refused {sbom} (install it with the README's test command):\n{}",
+            text(&checked)
+        );
+    }
+    let spdx = std::fs::read_to_string(env.path("out/hello.spdx.json")).unwrap();
+    assert!(spdx.contains("\"CONTAINS\""), "{spdx}");
+
     let ran = Command::new(&artifact).output().unwrap();
     assert!(ran.status.success());
     assert!(

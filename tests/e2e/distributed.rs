@@ -644,6 +644,26 @@ fn steps_go_only_to_workers_offering_the_labels_they_require(backend: Backend) {
     assert_eq!(step(&view, "arm")["state"], "pending", "{view:#}");
     assert_eq!(view["state"], "running", "{view:#}");
     cluster.kiln_ok(&["cancel", &run]);
+
+    // A cancelled run has no artifacts, but `kiln artifacts` still brings down its signed run
+    // attestation, which names the step that never got a worker.
+    let out_dir = cluster.env.path("cancelled");
+    let fetched = cluster.kiln_ok(&["artifacts", &run, "--out", out_dir.to_str().unwrap()]);
+    assert!(text(&fetched).contains("cancelled"), "{}", text(&fetched));
+    let written: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(written, ["run.intoto.jsonl"]);
+    let public = cluster.kiln_ok(&["keys", "public"]);
+    let key = kiln_attest::PublicKey::from_spki_pem(&public.stdout).unwrap();
+    let jsonl = fs::read_to_string(out_dir.join("run.intoto.jsonl")).unwrap();
+    let verified = kiln_attest::verify_run_attestation(&jsonl, &key).unwrap();
+    let p = &verified.statement.predicate;
+    assert_eq!(p.state, kiln_attest::RunOutcome::Cancelled);
+    let arm = p.steps.iter().find(|s| s.name == "arm").unwrap();
+    assert_eq!(arm.state, kiln_attest::StepOutcome::Cancelled);
+    assert_eq!(arm.exit, None);
 }
 
 #[test]

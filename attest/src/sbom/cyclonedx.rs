@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dependency, Resolved, Role, document_uri};
+use super::{Dependency, Resolved, Role, RootfsPackage, document_uri};
 use crate::provenance::ProvenanceRequest;
 
 /// `bomFormat`.
@@ -81,10 +81,29 @@ pub struct Component {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hashes: Vec<Hash>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<LicenseChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purl: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<Property>,
+    /// Components inside this one: the Debian packages of a root filesystem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<Component>,
+}
+
+/// One entry of `licenses`: a single SPDX license id, or an SPDX expression.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LicenseChoice {
+    License { license: License },
+    Expression { expression: String },
+}
+
+/// A license named by its SPDX id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct License {
+    pub id: String,
 }
 
 /// `component.type` values kiln writes.
@@ -92,6 +111,7 @@ pub struct Component {
 #[serde(rename_all = "kebab-case")]
 pub enum ComponentType {
     Application,
+    Library,
     OperatingSystem,
     File,
 }
@@ -166,8 +186,10 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Bom {
                     name: "kiln".to_owned(),
                     version: req.builder.version.clone(),
                     hashes: Vec::new(),
+                    licenses: Vec::new(),
                     purl: None,
                     properties: Vec::new(),
+                    components: Vec::new(),
                 }],
             },
             component: Component {
@@ -176,8 +198,10 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Bom {
                 name: req.artifact.name.clone(),
                 version: None,
                 hashes: vec![sha256(&req.artifact.sha256.to_string())],
+                licenses: Vec::new(),
                 purl: None,
                 properties: Vec::new(),
+                components: Vec::new(),
             },
             properties: vec![
                 prop("kiln:builder:id", req.builder.id.clone()),
@@ -218,8 +242,44 @@ fn dependency_component(dep: &Dependency) -> Component {
         name: dep.name.clone(),
         version: dep.version.clone(),
         hashes: vec![sha256(&dep.sha256.to_string())],
+        licenses: Vec::new(),
         purl: dep.purl.clone(),
         properties,
+        components: dep
+            .packages
+            .iter()
+            .map(|p| debian_component(dep, p))
+            .collect(),
+    }
+}
+
+/// A Debian package inside the root filesystem `rootfs`, nested under it. Its `bom-ref` is
+/// `ROOTFS_URI#PURL`, unique per rootfs. The license, when kiln could determine one from the
+/// package's DEP-5 copyright file, is an SPDX id or expression.
+fn debian_component(rootfs: &Dependency, p: &RootfsPackage) -> Component {
+    let purl = p.purl();
+    let licenses = match &p.license {
+        None => Vec::new(),
+        Some(l) if l.contains(' ') => vec![LicenseChoice::Expression {
+            expression: l.clone(),
+        }],
+        Some(l) => vec![LicenseChoice::License {
+            license: License { id: l.clone() },
+        }],
+    };
+    Component {
+        component_type: ComponentType::Library,
+        bom_ref: Some(format!("{}#{purl}", rootfs.uri)),
+        name: p.name.clone(),
+        version: Some(p.version.clone()),
+        hashes: Vec::new(),
+        licenses,
+        purl: Some(purl),
+        properties: vec![Property {
+            name: "kiln:kind".to_owned(),
+            value: "rootfs-package".to_owned(),
+        }],
+        components: Vec::new(),
     }
 }
 

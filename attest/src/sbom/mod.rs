@@ -13,11 +13,17 @@
 //! `serialNumber` are derived from the run id and the artifact digest, so the same run always
 //! gives the same bytes.
 //!
-//! Deliberately absent: the Debian packages inside a root filesystem (workers do not report
-//! them yet), licenses (kiln records none), and any network or file I/O.
+//! The Debian packages inside a root filesystem ([`rootfs`]) are listed when the caller passes
+//! them in ([`SbomInputs`]): the daemon reads them from the rootfs's
+//! `/etc/kiln-rootfs-packages`, with licenses from DEP-5 copyright files where present.
+//!
+//! Deliberately absent: any network or file I/O.
 
 pub mod cyclonedx;
+pub mod rootfs;
 pub mod spdx;
+
+pub use rootfs::{RootfsPackage, RootfsPackages, RootfsPackagesError};
 
 use std::collections::BTreeMap;
 
@@ -72,10 +78,33 @@ pub struct SbomFiles {
     pub cyclonedx_attestation: String,
 }
 
+/// What the SBOMs list beyond the step records: read by the caller, passed in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SbomInputs {
+    /// The packages of root filesystems, by the rootfs's digest. A rootfs of the request that
+    /// is not here is listed without packages; entries for other digests are ignored.
+    pub rootfs_packages: BTreeMap<Sha256Digest, RootfsPackages>,
+}
+
 /// Builds both SBOMs for `req.artifact`, refusing the same inconsistent inputs as
-/// [`crate::build_statement`].
+/// [`crate::build_statement`]. Lists no rootfs packages; see [`build_sboms_with`].
 pub fn build_sboms(req: &ProvenanceRequest<'_>) -> Result<Sboms, ProvenanceError> {
-    let deps = resolve(req)?;
+    build_sboms_with(req, &SbomInputs::default())
+}
+
+/// Like [`build_sboms`], also listing the packages of each root filesystem in `inputs`.
+pub fn build_sboms_with(
+    req: &ProvenanceRequest<'_>,
+    inputs: &SbomInputs,
+) -> Result<Sboms, ProvenanceError> {
+    let mut deps = resolve(req)?;
+    for dep in &mut deps.deps {
+        if dep.role == Role::Rootfs
+            && let Some(p) = inputs.rootfs_packages.get(&dep.sha256)
+        {
+            dep.packages = p.packages().to_vec();
+        }
+    }
     Ok(Sboms {
         spdx: spdx::build(req, &deps),
         cyclonedx: cyclonedx::build(req, &deps),
@@ -172,6 +201,8 @@ pub(crate) struct Dependency {
     pub purl: Option<String>,
     /// For a mirror entry of kind file, the name it is staged under.
     pub file_name: Option<String>,
+    /// For a root filesystem, the Debian packages it contains (sorted), when known.
+    pub packages: Vec<RootfsPackage>,
 }
 
 /// The checked inputs of both SBOMs.
@@ -218,6 +249,7 @@ fn resolve(req: &ProvenanceRequest<'_>) -> Result<Resolved, ProvenanceError> {
                                 role: Role::StepOutput,
                                 purl: None,
                                 file_name: None,
+                                packages: Vec::new(),
                             },
                         )?;
                     }
@@ -273,6 +305,7 @@ fn mirror_dependency(input: &MirrorInput, rootfs: bool) -> Dependency {
         sha256: input.sha256,
         role,
         file_name,
+        packages: Vec::new(),
     }
 }
 
@@ -318,7 +351,7 @@ pub(crate) fn short_hash(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::provenance::tests::{mirror, request, three_steps};
-    use kiln_core::{MirrorRef, StagedInput};
+    use kiln_core::{MirrorRef, StagedInput, StepRecord};
 
     #[test]
     fn dependencies_match_the_provenance_and_carry_purls() {
@@ -351,6 +384,83 @@ mod tests {
         assert_eq!(out.name, "fetch/src/hello.c");
         assert_eq!(out.purl, None);
         assert_eq!(resolved.created_text(), "2025-01-01T00:05:00Z");
+    }
+
+    fn with_packages(steps: &[StepRecord]) -> SbomInputs {
+        let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+                    Files: *\nLicense: GPL-2+ or Expat\n";
+        let packages =
+            RootfsPackages::parse("gcc-12 12.2.0-14+deb12u1 amd64\nbash 5.2.15-2+b8 amd64\n")
+                .unwrap()
+                .with_licenses(|name| (name == "bash").then(|| dep5.to_owned()));
+        SbomInputs {
+            rootfs_packages: [(steps[0].rootfs.sha256, packages)].into(),
+        }
+    }
+
+    #[test]
+    fn rootfs_packages_are_contained_in_the_rootfs_in_both_formats() {
+        let steps = three_steps();
+        let req = request(&steps);
+        let sboms = build_sboms_with(&req, &with_packages(&steps)).unwrap();
+        let plain = build_sboms(&req).unwrap();
+
+        let doc = &sboms.spdx;
+        assert_eq!(doc.packages.len(), plain.spdx.packages.len() + 2);
+        let rootfs = doc
+            .packages
+            .iter()
+            .find(|p| p.name == "debian-rootfs")
+            .unwrap();
+        let contained: Vec<_> = doc
+            .relationships
+            .iter()
+            .filter(|r| r.relationship_type == spdx::RelationshipType::Contains)
+            .collect();
+        assert_eq!(contained.len(), 2);
+        for rel in &contained {
+            assert_eq!(rel.spdx_element_id, rootfs.spdx_id);
+            assert!(
+                doc.packages
+                    .iter()
+                    .any(|p| p.spdx_id == rel.related_spdx_element)
+            );
+        }
+        let bash = doc.packages.iter().find(|p| p.name == "bash").unwrap();
+        assert_eq!(bash.license_declared, "GPL-2.0-or-later OR MIT");
+        assert_eq!(bash.license_concluded, "NOASSERTION");
+        assert_eq!(
+            bash.external_refs[0].reference_locator,
+            "pkg:deb/debian/bash@5.2.15-2%2Bb8?arch=amd64"
+        );
+        let gcc = doc.packages.iter().find(|p| p.name == "gcc-12").unwrap();
+        assert_eq!(gcc.license_declared, "NOASSERTION");
+        assert_eq!(gcc.version_info.as_deref(), Some("12.2.0-14+deb12u1"));
+
+        let bom = &sboms.cyclonedx;
+        assert_eq!(bom.components.len(), plain.cyclonedx.components.len());
+        let rootfs = &bom.components[0];
+        assert_eq!(rootfs.name, "debian-rootfs");
+        let nested: Vec<_> = rootfs.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(nested, ["bash", "gcc-12"]);
+        let v = serde_json::to_value(&rootfs.components[0]).unwrap();
+        assert_eq!(v["licenses"][0]["expression"], "GPL-2.0-or-later OR MIT");
+        assert_eq!(v["type"], "library");
+        assert_eq!(v["purl"], "pkg:deb/debian/bash@5.2.15-2%2Bb8?arch=amd64");
+        assert!(serde_json::to_value(&rootfs.components[1]).unwrap()["licenses"].is_null());
+    }
+
+    #[test]
+    fn packages_of_another_rootfs_are_ignored() {
+        let steps = three_steps();
+        let mut inputs = with_packages(&steps);
+        let p = inputs.rootfs_packages.pop_first().unwrap().1;
+        inputs.rootfs_packages.insert(Sha256Digest::of(b"other"), p);
+        let req = request(&steps);
+        assert_eq!(
+            build_sboms_with(&req, &inputs).unwrap(),
+            build_sboms(&req).unwrap()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dependency, Resolved, Role, document_uri, short_hash};
+use super::{Dependency, Resolved, Role, RootfsPackage, document_uri, short_hash};
 use crate::provenance::ProvenanceRequest;
 
 /// `spdxVersion`.
@@ -153,6 +153,9 @@ pub enum RelationshipType {
     /// The artifact was generated from a dependency.
     #[serde(rename = "GENERATED_FROM")]
     GeneratedFrom,
+    /// A root filesystem contains a Debian package.
+    #[serde(rename = "CONTAINS")]
+    Contains,
 }
 
 /// The `referenceType` of the OTHER external reference holding a dependency's `kiln:` URI.
@@ -187,6 +190,7 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Documen
         relationship_type: RelationshipType::Describes,
         related_spdx_element: ARTIFACT_ID.to_owned(),
     }];
+    let mut contained = Vec::new();
     for dep in &resolved.deps {
         let package = dependency_package(dep);
         relationships.push(Relationship {
@@ -194,8 +198,19 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Documen
             relationship_type: RelationshipType::GeneratedFrom,
             related_spdx_element: package.spdx_id.clone(),
         });
+        for p in &dep.packages {
+            let deb = debian_package(dep, p);
+            relationships.push(Relationship {
+                spdx_element_id: package.spdx_id.clone(),
+                relationship_type: RelationshipType::Contains,
+                related_spdx_element: deb.spdx_id.clone(),
+            });
+            contained.push(deb);
+        }
         packages.push(package);
     }
+    // The dependencies first, then the packages inside root filesystems.
+    packages.extend(contained);
     Document {
         spdx_id: DOCUMENT_ID.to_owned(),
         spdx_version: SPDX_VERSION.to_owned(),
@@ -258,6 +273,54 @@ fn dependency_package(dep: &Dependency) -> Package {
         copyright_text: NOASSERTION.to_owned(),
         comment: Some(comment),
     }
+}
+
+/// A Debian package inside the root filesystem `rootfs`: its purl, and its license as declared
+/// in its DEP-5 copyright file when kiln could map it to an SPDX expression. kiln concludes
+/// nothing about licenses itself, so `licenseConcluded` is always `NOASSERTION`.
+fn debian_package(rootfs: &Dependency, p: &RootfsPackage) -> Package {
+    let purl = p.purl();
+    let arch = p.architecture.as_deref().unwrap_or("-");
+    Package {
+        spdx_id: format!(
+            "SPDXRef-Deb-{}-{}-{}",
+            id_chars(&p.name),
+            id_chars(arch),
+            short_hash(&format!("{} {purl}", rootfs.uri))
+        ),
+        name: p.name.clone(),
+        version_info: Some(p.version.clone()),
+        download_location: NOASSERTION.to_owned(),
+        files_analyzed: false,
+        checksums: Vec::new(),
+        external_refs: vec![ExternalRef {
+            reference_category: ReferenceCategory::PackageManager,
+            reference_type: "purl".to_owned(),
+            reference_locator: purl,
+        }],
+        primary_package_purpose: None,
+        built_date: None,
+        license_concluded: NOASSERTION.to_owned(),
+        license_declared: p.license.clone().unwrap_or_else(|| NOASSERTION.to_owned()),
+        copyright_text: NOASSERTION.to_owned(),
+        comment: Some(format!(
+            "Debian package installed in the root filesystem {}",
+            rootfs.uri
+        )),
+    }
+}
+
+/// `s` with every character SPDX ids do not allow replaced by `-`.
+fn id_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn sha256(hex: &str) -> Checksum {

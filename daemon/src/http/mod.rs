@@ -274,6 +274,7 @@ pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth)
         .route("/v1/runs", post(submit_run).get(list_runs))
         .route("/v1/runs/{run}", get(show_run))
         .route("/v1/runs/{run}/cancel", post(cancel_run))
+        .route("/v1/runs/{run}/attestation", get(run_attestation))
         .route("/v1/runs/{run}/steps/{step}/log", get(logs::read))
         .route("/v1/runs/{run}/artifacts/{name}", get(artifact))
         .route(
@@ -371,6 +372,21 @@ async fn cancel_run(
         .await?
         .map(Json)
         .ok_or_else(|| no_run(&run))
+}
+
+/// `GET /v1/runs/{run}/attestation`: the finished run's signed run attestation
+/// (`run.intoto.jsonl`, docs/run-attestation.md); `404` while it runs.
+async fn run_attestation(
+    State(app): State<App>,
+    Extension(Team(team)): TeamExt,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    check_team(&app, &team, &run).await?;
+    let digest = app
+        .run_attestation_for(&team, &run)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {run} has no run attestation yet")))?;
+    blobs::get(app.controller().clone(), digest, "application/jsonl").await
 }
 
 async fn artifact(

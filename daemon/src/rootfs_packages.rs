@@ -1,0 +1,118 @@
+//! What the SBOMs list beyond the step records: the Debian packages of each root filesystem a
+//! run used, read from the extracted rootfs in the store (`/etc/kiln-rootfs-packages`, and
+//! `/usr/share/doc/PACKAGE/copyright` for licenses; docs/sbom.md).
+//!
+//! Everything here is best effort: a rootfs without the list, with a malformed or oversized
+//! list, or that cannot be extracted is listed without packages (with a warning). Reads never
+//! follow symlinks and are capped, since a rootfs's content is not kiln's.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path};
+
+use kiln_attest::sbom::rootfs::PACKAGE_LIST_PATH;
+use kiln_attest::{RootfsPackages, SbomInputs};
+use kiln_core::StepRecord;
+use kiln_mirror::BlobStore;
+
+/// The package list is refused when larger than this.
+const MAX_LIST_BYTES: u64 = 4 << 20;
+/// Only this much of a copyright file is read; the `Files: *` stanza comes first.
+const MAX_COPYRIGHT_BYTES: u64 = 64 << 10;
+
+/// The packages of every root filesystem of `steps` whose extracted tree records them.
+pub fn sbom_inputs(store: &BlobStore, steps: &[StepRecord]) -> SbomInputs {
+    let mut inputs = SbomInputs::default();
+    for rec in steps {
+        let digest = rec.rootfs.sha256;
+        if inputs.rootfs_packages.contains_key(&digest) {
+            continue;
+        }
+        let root = match store.rootfs(&digest) {
+            Ok(root) => root,
+            Err(err) => {
+                tracing::warn!(%digest, error = %err, "rootfs unavailable: SBOM lists no packages of it");
+                continue;
+            }
+        };
+        let Some((text, complete)) =
+            read_capped(&root, Path::new(PACKAGE_LIST_PATH), MAX_LIST_BYTES)
+        else {
+            continue;
+        };
+        if !complete {
+            tracing::warn!(%digest, "rootfs package list too large: SBOM lists no packages of it");
+            continue;
+        }
+        match RootfsPackages::parse(&text) {
+            Ok(packages) => {
+                let packages = packages.with_licenses(|name| {
+                    let path = Path::new("usr/share/doc").join(name).join("copyright");
+                    read_capped(&root, &path, MAX_COPYRIGHT_BYTES).map(|(text, _)| text)
+                });
+                inputs.rootfs_packages.insert(digest, packages);
+            }
+            Err(err) => {
+                tracing::warn!(%digest, error = %err, "rootfs package list malformed: SBOM lists no packages of it");
+            }
+        }
+    }
+    inputs
+}
+
+/// Up to `cap` bytes of the regular file `root/rel`, and whether that was all of it; `None`
+/// when it is absent, unreadable, or any component on the way is a symlink or not plain.
+fn read_capped(root: &Path, rel: &Path, cap: u64) -> Option<(String, bool)> {
+    let mut path = root.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(part) = c else {
+            return None;
+        };
+        path.push(part);
+        if std::fs::symlink_metadata(&path)
+            .ok()?
+            .file_type()
+            .is_symlink()
+        {
+            return None;
+        }
+    }
+    if !std::fs::symlink_metadata(&path).ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .ok()?
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let complete = bytes.len() as u64 <= cap;
+    bytes.truncate(cap as usize);
+    Some((String::from_utf8_lossy(&bytes).into_owned(), complete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_capped_refuses_symlinks_and_reports_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/list"), "bash 5.2 amd64\n").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("etc", dir.path().join("via")).unwrap();
+        assert_eq!(
+            read_capped(dir.path(), Path::new("etc/list"), 100),
+            Some(("bash 5.2 amd64\n".to_owned(), true))
+        );
+        assert_eq!(
+            read_capped(dir.path(), Path::new("etc/list"), 4),
+            Some(("bash".to_owned(), false))
+        );
+        assert_eq!(read_capped(dir.path(), Path::new("etc/link"), 100), None);
+        assert_eq!(read_capped(dir.path(), Path::new("via/list"), 100), None);
+        assert_eq!(read_capped(dir.path(), Path::new("../x"), 100), None);
+        assert_eq!(read_capped(dir.path(), Path::new("etc/none"), 100), None);
+    }
+}
