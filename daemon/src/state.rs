@@ -203,6 +203,11 @@ pub struct ArtifactRow<'a> {
     pub provenance_sha256: &'a Sha256Digest,
 }
 
+/// Unix milliseconds, as lease deadlines and token expiries are stored (`BIGINT`).
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .expect("an OffsetDateTime always formats as RFC 3339")

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use crate::state::State;
+use crate::state::{State, millis};
 
 /// The prefix of a join token.
 pub const TOKEN_PREFIX: &str = "kiln1";
@@ -74,10 +74,6 @@ fn secret_of(token: &str) -> Result<&str, EnrollError> {
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.to_ascii_lowercase().as_bytes()))
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Join tokens and worker identities in the controller's database.

@@ -22,7 +22,7 @@ use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Backend, State, StateError, StepState, corrupt, query_err, rfc3339};
+use super::{Backend, State, StateError, StepState, corrupt, millis, query_err, rfc3339};
 
 /// A worker announcing itself.
 #[derive(Clone, Debug)]
@@ -113,10 +113,6 @@ pub struct StepDetail {
     /// Why it failed or was skipped without a record.
     pub reason: Option<String>,
     pub record: Option<StepRecord>,
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn deadline(now: OffsetDateTime, ttl: Duration) -> i64 {

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{State, StateError, query_err};
+use super::{State, StateError, millis, query_err};
 
 /// What became of a chunk a worker sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +37,6 @@ pub enum StepLogSource {
     Live(LiveLog),
     /// The step is final: its record's log blob (`None` if it never ran, e.g. skipped).
     Final(Option<kiln_core::Sha256Digest>),
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl State {

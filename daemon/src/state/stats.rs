@@ -6,7 +6,7 @@
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{State, StateError, query_err};
+use super::{State, StateError, millis, query_err};
 
 /// Counts of the schedule at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,10 +18,6 @@ pub struct QueueStats {
     pub leased: i64,
     /// Registered workers.
     pub workers: i64,
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl State {

@@ -7,7 +7,7 @@
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use super::{State, StateError, query_err};
+use super::{State, StateError, millis, query_err};
 
 /// The prefix of every team token, so that a leaked one is recognisable.
 pub const TEAM_TOKEN_PREFIX: &str = "kiln-team";
@@ -57,10 +57,6 @@ pub fn random_secret() -> Option<[u8; 32]> {
 
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl State {
