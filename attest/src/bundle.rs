@@ -45,6 +45,97 @@ pub struct Bundle {
     pub verification_material: VerificationMaterial,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsse_envelope: Option<Envelope>,
+    /// A signature over an artifact's bytes (`cosign sign-blob --bundle`), the other variant of
+    /// the spec's `content` oneof. kiln reads it (`kiln mirror add --bundle`), never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_signature: Option<MessageSignature>,
+}
+
+/// `dev.sigstore.common.v1.MessageSignature`: a signature over an artifact's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSignature {
+    /// The artifact's digest, as the signer computed it. Optional in the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_digest: Option<HashOutput>,
+    #[serde(with = "crate::dsse::b64")]
+    pub signature: Vec<u8>,
+}
+
+/// `dev.sigstore.common.v1.HashOutput`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashOutput {
+    /// `SHA2_256` (the protobuf enum's JSON name) is the one kiln accepts.
+    pub algorithm: String,
+    #[serde(with = "crate::dsse::b64")]
+    pub digest: Vec<u8>,
+}
+
+/// The media types of bundles that may carry a message signature: v0.1 to v0.3.
+pub const BLOB_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    MEDIA_TYPE,
+];
+
+/// A bundle's signature over a file, verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedBlobSignature {
+    pub media_type: String,
+    /// The raw signature (ASN.1 DER for ECDSA), as a cosign `.sig` file holds it in base64.
+    pub signature: Vec<u8>,
+    /// Transparency-log entries the bundle carried: kept, counted, never checked.
+    pub tlog_entries: usize,
+}
+
+/// Checks that `bundle_json` holds a signature by `key` over `bytes`: a key-based bundle
+/// (`verificationMaterial.publicKey`) whose `messageSignature` verifies, and whose
+/// `messageDigest`, when present, is the SHA-256 of `bytes`.
+///
+/// As with [`verify_bundle`], the key hint never picks the key, and log entries and timestamps
+/// are not consulted: the caller decides which key is trusted.
+pub fn verify_blob_bundle(
+    bytes: &[u8],
+    bundle_json: &str,
+    key: &PublicKey,
+) -> Result<VerifiedBlobSignature, BundleError> {
+    let bundle = Bundle::from_json(bundle_json)?;
+    if !BLOB_MEDIA_TYPES.contains(&bundle.media_type.as_str()) {
+        return Err(BundleError::MediaType {
+            found: bundle.media_type,
+        });
+    }
+    if bundle.verification_material.public_key.is_none() {
+        return Err(BundleError::NoPublicKey);
+    }
+    let Some(message) = bundle.message_signature else {
+        return Err(BundleError::NoMessageSignature);
+    };
+    if let Some(digest) = &message.message_digest {
+        let actual = kiln_core::Sha256Digest::of(bytes);
+        if digest.algorithm != "SHA2_256" {
+            return Err(BundleError::DigestAlgorithm {
+                found: digest.algorithm.clone(),
+            });
+        }
+        if digest.digest != actual.as_bytes() {
+            return Err(BundleError::MessageDigest {
+                stated: hex::encode(&digest.digest),
+                actual,
+            });
+        }
+    }
+    if !key.verifies(&message.signature, bytes) {
+        return Err(BundleError::BadSignature {
+            keyid: key.keyid().to_string(),
+        });
+    }
+    Ok(VerifiedBlobSignature {
+        media_type: bundle.media_type,
+        signature: message.signature,
+        tlog_entries: bundle.verification_material.tlog_entries.len(),
+    })
 }
 
 /// `dev.sigstore.bundle.v1.VerificationMaterial`, key-based form.
@@ -102,6 +193,7 @@ pub fn to_bundle(envelope: &Envelope, key: &PublicKey) -> Bundle {
             timestamp_verification_data: None,
         },
         dsse_envelope: Some(envelope.clone()),
+        message_signature: None,
     }
 }
 
@@ -124,6 +216,19 @@ pub enum BundleError {
     HintMismatch { hint: String, keyid: String },
     #[error(transparent)]
     Check(EnvelopeCheckError),
+    #[error(
+        "the bundle holds no messageSignature (a signature over the file); a bundle with kiln provenance goes with --provenance"
+    )]
+    NoMessageSignature,
+    #[error("the bundle's messageDigest uses {found:?}; only SHA2_256 is accepted")]
+    DigestAlgorithm { found: String },
+    #[error("the bundle signs a file with sha256 {stated}, not this file ({actual})")]
+    MessageDigest {
+        stated: String,
+        actual: kiln_core::Sha256Digest,
+    },
+    #[error("the bundle's signature does not verify over the file with key {keyid}")]
+    BadSignature { keyid: String },
 }
 
 /// A bundle whose framing checked out: what is left to check is the envelope itself.
@@ -420,5 +525,60 @@ mod tests {
     #[test]
     fn bundle_file_is_named_after_the_artifact() {
         assert_eq!(bundle_file_name("hello"), "hello.sigstore.json");
+    }
+
+    /// A `cosign sign-blob --bundle` style bundle: a message signature by `key` over `file`.
+    fn blob_bundle(key: &KeyPair, file: &[u8], digest: Option<Vec<u8>>) -> String {
+        json!({
+            "mediaType": MEDIA_TYPE,
+            "verificationMaterial": {
+                "publicKey": {"hint": key.keyid().to_string()},
+                "tlogEntries": [{"logIndex": "7"}],
+            },
+            "messageSignature": {
+                "messageDigest": digest.map(|d| json!({
+                    "algorithm": "SHA2_256",
+                    "digest": crate::dsse::encode_b64(&d),
+                })),
+                "signature": crate::dsse::encode_b64(&key.sign(file).unwrap()),
+            },
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_blob_bundle_by_the_key_over_the_file_verifies() {
+        let key = KeyPair::generate().unwrap();
+        let file = b"gcc source tarball";
+        let digest = Sha256Digest::of(file).as_bytes().to_vec();
+        let bundle = blob_bundle(&key, file, Some(digest));
+        let v = verify_blob_bundle(file, &bundle, key.public_key()).unwrap();
+        assert_eq!(v.tlog_entries, 1);
+        assert!(key.public_key().verifies(&v.signature, file));
+    }
+
+    #[test]
+    fn a_blob_bundle_over_other_bytes_or_by_another_key_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        let other = KeyPair::generate().unwrap();
+        let file = b"gcc source tarball";
+        let digest = Sha256Digest::of(file).as_bytes().to_vec();
+        let bundle = blob_bundle(&key, file, Some(digest.clone()));
+        let err = verify_blob_bundle(b"tampered", &bundle, key.public_key()).unwrap_err();
+        assert!(matches!(err, BundleError::MessageDigest { .. }), "{err}");
+        let err = verify_blob_bundle(file, &bundle, other.public_key()).unwrap_err();
+        assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+        // Without a stated digest the signature alone decides.
+        let bundle = blob_bundle(&key, file, None);
+        let err = verify_blob_bundle(b"tampered", &bundle, key.public_key()).unwrap_err();
+        assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_provenance_bundle_is_not_a_signature_over_a_file() {
+        let s = signed();
+        let err =
+            verify_blob_bundle(&s.artifact, &s.bundle.to_json(), s.key.public_key()).unwrap_err();
+        assert!(matches!(err, BundleError::NoMessageSignature), "{err}");
     }
 }

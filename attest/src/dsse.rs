@@ -132,7 +132,7 @@ pub(crate) fn encode_b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

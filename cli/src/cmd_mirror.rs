@@ -26,15 +26,25 @@ pub enum MirrorCommand {
         /// Store a directory or tar archive as a tree, staged as the directory /in/INPUT/.
         #[arg(long)]
         tree: bool,
-        /// A cosign-style signature over the file's bytes (base64, as `cosign sign-blob` writes).
-        #[arg(long, value_name = "SIG", requires = "key")]
-        signature: Option<PathBuf>,
-        /// The SPKI PEM public key that verifies --signature.
-        #[arg(long, value_name = "PUB", requires = "signature")]
-        key: Option<PathBuf>,
-        /// The trust policy to decide under [default: DATA_DIR/mirror-policy.yaml].
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
+    },
+    /// Download a file (on a machine with network) and add it like `add`, pinned by digest:
+    /// the bytes must have --sha256. The daemon never fetches; this is an operator's command.
+    Fetch {
+        /// An http:// or https:// URL (https is checked against this machine's root store).
+        url: String,
+        /// The entry's immutable NAME@VERSION.
+        #[arg(long)]
+        name: MirrorRef,
+        /// The digest the download must have; required, so what is fetched is pinned.
+        #[arg(long, value_name = "HEX")]
+        sha256: Sha256Digest,
+        /// The file name steps see it under [default: the URL's last path segment].
+        #[arg(long)]
+        file_name: Option<String>,
+        #[command(flatten)]
+        evidence: EvidenceArgs,
     },
     /// Import a root filesystem (a directory or a tar archive) for steps to run in.
     ImportRootfs {
@@ -78,6 +88,54 @@ pub enum MirrorCommand {
     Advisories(AdvisoriesCommand),
 }
 
+/// The evidence a file can be presented with (docs/mirror.md, "Evidence").
+#[derive(clap::Args, Debug)]
+pub struct EvidenceArgs {
+    /// A cosign-style signature over the file's bytes (base64, as `cosign sign-blob` writes).
+    #[arg(long, value_name = "SIG", requires = "key", conflicts_with = "bundle")]
+    signature: Option<PathBuf>,
+    /// A Sigstore bundle (v0.1-v0.3 JSON) holding a signature over the file's bytes, as
+    /// `cosign sign-blob --key K --bundle B` writes it; verified with --key.
+    #[arg(long, value_name = "BUNDLE", requires = "key")]
+    bundle: Option<PathBuf>,
+    /// The SPKI PEM public key that verifies --signature or --bundle.
+    #[arg(long, value_name = "PUB")]
+    key: Option<PathBuf>,
+    /// kiln provenance for bytes kiln built (ARTIFACT.intoto.jsonl): it must verify with a
+    /// trusted builder key, and every mirror entry it resolved must be in this mirror.
+    #[arg(long, value_name = "FILE")]
+    provenance: Option<PathBuf>,
+    /// The file's license, an SPDX expression (checked against the policy's `licenses:`).
+    #[arg(long, value_name = "SPDX")]
+    license: Option<String>,
+    /// The trust policy to decide under [default: DATA_DIR/mirror-policy.yaml].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl EvidenceArgs {
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            signature: self.signature.as_deref(),
+            bundle: self.bundle.as_deref(),
+            key: self.key.as_deref(),
+            provenance: self.provenance.as_deref(),
+            license: self.license.as_deref(),
+            policy: self.policy.as_deref(),
+            ..Admission::default()
+        }
+    }
+
+    /// Whether anything beyond --policy was given (trees cannot carry it).
+    fn any_for_files_only(&self) -> bool {
+        self.signature.is_some()
+            || self.bundle.is_some()
+            || self.key.is_some()
+            || self.provenance.is_some()
+            || self.license.is_some()
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AdvisoriesCommand {
     /// Load an OSV file (one record or a list), offline; entries it names are flagged in
@@ -103,24 +161,21 @@ pub fn run(
                 name,
                 sha256,
                 tree,
-                signature,
-                key,
-                policy,
+                evidence,
             } => {
                 let added = if tree {
                     anyhow::ensure!(
-                        sha256.is_none() && signature.is_none(),
-                        "--sha256 and --signature apply to single files, not to --tree"
+                        sha256.is_none() && !evidence.any_for_files_only(),
+                        "--sha256, --signature, --bundle, --key, --provenance and --license \
+                         apply to single files, not to --tree"
                     );
                     controller
-                        .mirror_admit_tree(&path, name.clone(), false, policy.as_deref())
+                        .mirror_admit_tree(&path, name.clone(), false, evidence.policy.as_deref())
                         .await
                 } else {
                     let admission = Admission {
                         expected: sha256,
-                        signature: signature.as_deref(),
-                        key: key.as_deref(),
-                        policy: policy.as_deref(),
+                        ..evidence.admission()
                     };
                     controller
                         .mirror_admit_file(&path, name.clone(), &admission)
@@ -129,6 +184,23 @@ pub fn run(
                 let (entry, outcome) =
                     added.with_context(|| format!("cannot add {} as {name}", path.display()))?;
                 print_added(&entry, outcome);
+            }
+            MirrorCommand::Fetch {
+                url,
+                name,
+                sha256,
+                file_name,
+                evidence,
+            } => {
+                crate::cmd_mirror_fetch::fetch(
+                    &controller,
+                    &url,
+                    name,
+                    sha256,
+                    file_name.as_deref(),
+                    &evidence.admission(),
+                )
+                .await?;
             }
             MirrorCommand::ImportRootfs { path, name, policy } => {
                 let (entry, outcome) = controller
@@ -262,6 +334,63 @@ fn show(entry: &MirrorEntry, evidence: Option<&MirrorEvidence>) {
         _ => println!("signature: none"),
     }
     println!("policy:    {}", ev.policy_decision);
+    show_details(&ev.details);
+}
+
+/// The evidence beyond the digest, signature and rule: fetch origin, bundle, provenance,
+/// license and, for a root filesystem, its packages.
+fn show_details(d: &kiln_daemon::evidence::EvidenceDetails) {
+    if let Some(f) = &d.fetched {
+        println!("fetched:   {} at {}", f.url, f.at);
+    }
+    if let Some(b) = &d.bundle {
+        println!(
+            "bundle:    {} sha256:{} ({} transparency log entries, kept, not verified)",
+            b.media_type, b.sha256, b.tlog_entries
+        );
+    }
+    if let Some(p) = &d.provenance {
+        println!(
+            "built by:  kiln, provenance sha256:{} verified with builder {} key {}{}",
+            p.document_sha256,
+            p.builder_name.as_deref().unwrap_or("(this controller)"),
+            p.builder_keyid,
+            p.invocation
+                .as_deref()
+                .map(|i| format!(", run {i}"))
+                .unwrap_or_default()
+        );
+        for dep in &p.dependencies {
+            println!(
+                "  from:    {} sha256:{} (in this mirror)",
+                dep.entry, dep.sha256
+            );
+        }
+    }
+    if let Some(l) = &d.license {
+        println!(
+            "license:   {} ({}; {})",
+            l.expression.as_deref().unwrap_or("unknown"),
+            l.source,
+            l.decision
+        );
+    }
+    if !d.packages.is_empty() {
+        let licensed = d.packages.iter().filter(|p| p.license.is_some()).count();
+        println!(
+            "packages:  {} Debian packages ({licensed} with a known license)",
+            d.packages.len()
+        );
+        for p in &d.packages {
+            println!(
+                "  package: {} {} {} {}",
+                p.name,
+                p.version,
+                p.architecture,
+                p.license.as_deref().unwrap_or("license-unknown")
+            );
+        }
+    }
 }
 
 /// Revocation and advisories of an entry, after its evidence.
@@ -313,7 +442,7 @@ async fn import_advisories(state: &State, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_added(entry: &MirrorEntry, outcome: AddOutcome) {
+pub(crate) fn print_added(entry: &MirrorEntry, outcome: AddOutcome) {
     let verb = match outcome {
         AddOutcome::Added => "added",
         AddOutcome::AlreadyPresent => "already present",

@@ -12,6 +12,7 @@
 
 pub mod enroll;
 mod error;
+pub mod fetch;
 mod tls;
 
 pub use error::ClientError;

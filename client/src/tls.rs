@@ -2,7 +2,8 @@
 //!
 //! Plain HTTP to a controller on loopback, or TLS with the controller's own CA as the only
 //! root ([`TransportSecurity::Tls`]), optionally presenting a worker's client certificate.
-//! Nothing outside this module builds a `reqwest::Client`.
+//! Nothing outside this module builds a `reqwest::Client` for the controller (the one other
+//! client, in [`crate::fetch`], downloads from the public web for `kiln mirror fetch`).
 
 use std::sync::Arc;
 use std::time::Duration;

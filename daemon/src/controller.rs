@@ -12,17 +12,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use kiln_attest::keys::{KeyPair, PublicKey};
+use kiln_attest::keys::{KeyId, KeyPair, PublicKey};
 use kiln_attest::tlog::{CheckpointError, NoteSigner, NoteVerifier};
 use kiln_core::{BlobKind, MirrorRef, Sha256Digest};
 use kiln_mirror::{BlobStore, StoreError};
 use time::OffsetDateTime;
 
+use crate::evidence::{BundleEvidence, Fetched, LicenseEvidence};
 use crate::policy::{Candidate, Decision, MirrorPolicy, POLICY_FILE, PolicyError};
 use crate::state::{AddOutcome, Database, MirrorEntry, MirrorEvidence, State, StateError};
 
 /// Who asserts a `--sha256` digest. Only an operator at the CLI can, for now.
 const ASSERTED_BY_OPERATOR: &str = "operator";
+
+/// Where the last good copy of each mirror policy file is kept, in the data dir.
+const LAST_GOOD_POLICY_DIR: &str = "policy-last-good";
 
 /// Errors of the controller's own operations.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +241,26 @@ impl Controller {
         path.map_or_else(|| self.data_dir.join(POLICY_FILE), Path::to_owned)
     }
 
+    /// The trust policy in force now (read on every add, so edits apply without a restart).
+    /// A policy file with an error is reported (a warning with every `FILE:LINE:COLUMN`) and
+    /// its last good copy, kept under `DATA/policy-last-good/`, stays in force; with no good
+    /// copy yet, the error refuses the add.
+    pub fn load_policy(
+        &self,
+        path: Option<&Path>,
+    ) -> Result<Option<MirrorPolicy>, ControllerError> {
+        let path = self.policy_path(path);
+        let keep = self.data_dir.join(LAST_GOOD_POLICY_DIR);
+        let (policy, problem) = MirrorPolicy::load_keeping_last_good(&path, &keep)?;
+        if let Some(problem) = problem {
+            tracing::warn!(
+                policy = %path.display(),
+                "the mirror policy has errors; its last good copy stays in force:\n{problem}"
+            );
+        }
+        Ok(policy)
+    }
+
     /// Adds a single file to the mirror as NAME@VERSION, under the data dir's policy.
     pub async fn mirror_add_file(
         &self,
@@ -253,38 +277,41 @@ impl Controller {
 
     /// Adds a single file to the mirror as NAME@VERSION with the evidence in `admission`.
     ///
-    /// The policy is read now (so edits apply without a restart). Without a policy, a
-    /// signature or an asserted digest the file is streamed into the store as before. With
-    /// any of them, the file is read into memory once; the digest is checked, the signature
-    /// verified and the policy decided over those bytes, and only then are the same bytes
-    /// written to the store: a refused file leaves no blob and no row, and a file changed
-    /// while it is being added cannot swap the verified bytes for others.
+    /// The policy is read now (so edits apply without a restart). Without a policy or any
+    /// evidence the file is streamed into the store as before. Otherwise the file is read into
+    /// memory once; the digest, signature (plain or in a Sigstore bundle), kiln provenance,
+    /// license and policy are all checked over those bytes, and only then are the same bytes
+    /// written to the store: a refused file leaves no blob and no row, and a file changed while
+    /// it is being added cannot swap the verified bytes for others.
+    ///
+    /// Bytes kiln built are recognised by digest even without `--provenance`: an artifact this
+    /// controller published is admitted only when its provenance (from the store) verifies.
     pub async fn mirror_admit_file(
         &self,
         path: &Path,
         reference: MirrorRef,
         admission: &Admission<'_>,
     ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
-        let policy = MirrorPolicy::load(&self.policy_path(admission.policy))?;
+        let policy = self.load_policy(admission.policy)?;
         let meta = fs::metadata(path).map_err(|_| ControllerError::NotAFile {
             path: path.to_owned(),
         })?;
-        let file_name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        let file_name = admission
+            .file_name
+            .map(str::to_owned)
+            .or_else(|| path.file_name().and_then(|n| n.to_str()).map(str::to_owned));
         let (true, Some(file_name)) = (meta.is_file(), file_name) else {
             return Err(ControllerError::NotAFile {
                 path: path.to_owned(),
             });
         };
-        let signed = match (admission.signature, admission.key) {
-            (Some(sig), Some(key)) => {
-                Some((read_signature(sig)?, PublicKey::from_spki_pem_file(key)?))
-            }
-            (None, None) => None,
-            _ => return Err(ControllerError::SignatureWithoutKey),
-        };
-        if policy.is_none() && signed.is_none() && admission.expected.is_none() {
+        if policy.is_none() && admission.is_bare() {
+            // Bytes this controller published are in the store already, with their provenance:
+            // a refusal here stores nothing new.
             let stored = self.store.put_file(path)?;
-            let evidence = no_evidence(None);
+            let mut evidence = no_evidence(None);
+            self.check_built(&reference, stored.sha256, admission, None, &mut evidence)
+                .await?;
             return self
                 .catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
                 .await;
@@ -305,40 +332,201 @@ impl Controller {
                 .map(|d| (d, ASSERTED_BY_OPERATOR.to_owned())),
             ..no_evidence(policy.as_ref())
         };
-        if let Some(((sig, sig_b64), key)) = &signed {
-            if !key.verifies(sig, &bytes) {
-                return Err(ControllerError::Refused {
-                    reason: format!(
-                        "signature {} does not verify over {} with key {} ({})",
-                        admission.signature.unwrap_or(Path::new("?")).display(),
-                        path.display(),
-                        key.keyid(),
-                        key.algorithm()
-                    ),
-                });
-            }
-            evidence.signature = Some(sig_b64.clone());
-            evidence.signer_keyid = Some(key.keyid().to_string());
-            evidence.signer_algorithm = Some(key.algorithm().to_string());
-        }
+        evidence.details.fetched = admission.fetched.clone();
+        let signer = self.check_signature(path, &bytes, admission, &mut evidence)?;
+        let provenance = self
+            .check_built(
+                &reference,
+                digest,
+                admission,
+                policy.as_ref(),
+                &mut evidence,
+            )
+            .await?;
         if let Some(policy) = &policy {
+            self.check_license(policy, &reference, admission.license, &mut evidence)?;
             let candidate = Candidate {
                 name: reference.name(),
                 size: bytes.len() as u64,
-                verified_signer: signed.as_ref().map(|(_, key)| key.keyid()),
+                verified_signer: signer.as_ref(),
             };
             match policy.decide(&candidate) {
                 Decision::Refuse(reason) => return Err(ControllerError::Refused { reason }),
                 Decision::Admit { by, signer } => {
-                    evidence.policy_decision = format!("{}: {by}", policy.file().display());
+                    evidence.policy_decision = format!("{}: {by}", policy.origin());
                     evidence.signer_name = signer;
                 }
             }
+        } else if let Some(license) = admission.license {
+            evidence.details.license = Some(declared_license(license, "no policy".into()));
+        }
+        if let Some(document) = provenance {
+            self.store.put_reader(document.as_bytes())?;
         }
         let stored = self.store.put_reader(&bytes[..])?;
         debug_assert_eq!(stored.sha256, digest);
         self.catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
             .await
+    }
+
+    /// Verifies a plain signature or a Sigstore bundle over `bytes`, recording it in
+    /// `evidence`; returns the verifying key's id. A signature that does not verify is always
+    /// refused, policy or not.
+    fn check_signature(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        admission: &Admission<'_>,
+        evidence: &mut MirrorEvidence,
+    ) -> Result<Option<KeyId>, ControllerError> {
+        let key = match (admission.key, admission.signature.or(admission.bundle)) {
+            (Some(key), Some(_)) => PublicKey::from_spki_pem_file(key)?,
+            (None, None) => return Ok(None),
+            _ => return Err(ControllerError::SignatureWithoutKey),
+        };
+        let refused = |what: &Path, detail: String| ControllerError::Refused {
+            reason: format!(
+                "{} does not verify over {} with key {} ({}): {detail}",
+                what.display(),
+                path.display(),
+                key.keyid(),
+                key.algorithm()
+            ),
+        };
+        let (raw, b64) = if let Some(bundle) = admission.bundle {
+            let text =
+                fs::read_to_string(bundle).map_err(|source| ControllerError::ReadSource {
+                    path: bundle.to_owned(),
+                    source,
+                })?;
+            let verified = kiln_attest::bundle::verify_blob_bundle(bytes, &text, &key)
+                .map_err(|e| refused(bundle, e.to_string()))?;
+            evidence.details.bundle = Some(BundleEvidence {
+                media_type: verified.media_type,
+                sha256: Sha256Digest::of(text.as_bytes()).to_string(),
+                tlog_entries: verified.tlog_entries,
+            });
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&verified.signature);
+            (verified.signature, b64)
+        } else {
+            let sig = admission.signature.expect("checked above");
+            let (raw, b64) = read_signature(sig)?;
+            if !key.verifies(&raw, bytes) {
+                return Err(refused(sig, "bad signature".into()));
+            }
+            (raw, b64)
+        };
+        debug_assert!(key.verifies(&raw, bytes));
+        evidence.signature = Some(b64);
+        evidence.signer_keyid = Some(key.keyid().to_string());
+        evidence.signer_algorithm = Some(key.algorithm().to_string());
+        Ok(Some(key.keyid().clone()))
+    }
+
+    /// Checks kiln provenance, given (`--provenance`) or found (the bytes are an artifact this
+    /// controller published), recording it in `evidence`; returns the document to keep in the
+    /// store. Refuses a name whose rule requires provenance when there is none.
+    async fn check_built(
+        &self,
+        reference: &MirrorRef,
+        digest: Sha256Digest,
+        admission: &Admission<'_>,
+        policy: Option<&MirrorPolicy>,
+        evidence: &mut MirrorEvidence,
+    ) -> Result<Option<String>, ControllerError> {
+        let document =
+            match admission.provenance {
+                Some(path) => Some(fs::read_to_string(path).map_err(|source| {
+                    ControllerError::ReadSource {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?),
+                None => self.published_provenance(digest).await?,
+            };
+        let Some(document) = document else {
+            if let Some(rule) = policy
+                .filter(|p| p.requires_provenance(reference.name()))
+                .and_then(|p| p.rule_for(reference.name()))
+            {
+                return Err(ControllerError::Refused {
+                    reason: format!(
+                        "refused by {rule}: kiln provenance required (give --provenance FILE)"
+                    ),
+                });
+            }
+            return Ok(None);
+        };
+        let builders = self.trusted_builders(policy, reference.name());
+        let checked =
+            crate::admission::check_provenance(&self.state, &builders, digest, &document).await?;
+        match checked {
+            Ok(found) => {
+                evidence.details.provenance = Some(found);
+                Ok(Some(document))
+            }
+            Err(reason) => Err(ControllerError::Refused {
+                reason: format!("{reference} was built by kiln, but {reason}"),
+            }),
+        }
+    }
+
+    /// The stored provenance of the newest published artifact with these bytes, if any.
+    async fn published_provenance(
+        &self,
+        digest: Sha256Digest,
+    ) -> Result<Option<String>, ControllerError> {
+        let artifacts = self.state.published_artifacts().await?;
+        let Some(built) = artifacts.iter().rfind(|a| a.sha256 == digest) else {
+            return Ok(None);
+        };
+        let bytes = self.store.read_verified(&built.provenance_sha256)?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// The keys trusted to sign kiln provenance for `name`: the policy's builders, or, when it
+    /// names none, every key of this controller's keyring (current and rotated out).
+    fn trusted_builders(
+        &self,
+        policy: Option<&MirrorPolicy>,
+        name: &str,
+    ) -> Vec<crate::admission::TrustedBuilder> {
+        if let Some(builders) = policy.and_then(|p| p.builders_for(name)) {
+            return builders.into_iter().map(Into::into).collect();
+        }
+        let ring = match kiln_attest::keyring::Keyring::of_dir(&self.data_dir.join("keys")) {
+            Ok(ring) => ring,
+            Err(err) => {
+                tracing::warn!(error = %err, "no keyring: this controller's keys are not trusted as builders");
+                return Vec::new();
+            }
+        };
+        ring.keys
+            .iter()
+            .filter_map(|k| k.public_key().ok())
+            .map(|key| crate::admission::TrustedBuilder { name: None, key })
+            .collect()
+    }
+
+    /// Decides the declared license under `policy`, recording it in `evidence`.
+    fn check_license(
+        &self,
+        policy: &MirrorPolicy,
+        reference: &MirrorRef,
+        license: Option<&str>,
+        evidence: &mut MirrorEvidence,
+    ) -> Result<(), ControllerError> {
+        let decision = policy
+            .check_license(reference.name(), license)
+            .map_err(|reason| ControllerError::Refused { reason })?;
+        if license.is_some() || decision != "no license rule" {
+            evidence.details.license = Some(LicenseEvidence {
+                expression: license.map(str::to_owned),
+                source: ASSERTED_BY_OPERATOR.into(),
+                decision,
+            });
+        }
+        Ok(())
     }
 
     /// Adds a directory (archived deterministically) or a tar archive to the mirror as a tree.
@@ -364,7 +552,7 @@ impl Controller {
         as_rootfs: bool,
         policy: Option<&Path>,
     ) -> Result<(MirrorEntry, AddOutcome), ControllerError> {
-        let policy = MirrorPolicy::load(&self.policy_path(policy))?;
+        let policy = self.load_policy(policy)?;
         let meta = fs::metadata(path).map_err(|_| ControllerError::NotATree {
             path: path.to_owned(),
         })?;
@@ -374,9 +562,13 @@ impl Controller {
             });
         }
         let mut evidence = no_evidence(policy.as_ref());
+        if as_rootfs {
+            evidence.details.packages = crate::admission::rootfs_packages(path);
+        }
         if let Some(policy) = &policy {
             let name = reference.name();
             refuse_on(policy.check_name(name))?;
+            check_package_licenses(policy, name, &mut evidence)?;
             if let Some(rule) = policy.rule_for(name) {
                 if rule.require_signature {
                     return Err(ControllerError::Refused {
@@ -396,9 +588,9 @@ impl Controller {
                     };
                     refuse_on(policy.check_size(name, size))?;
                 }
-                evidence.policy_decision = format!("{}: {rule}", policy.file().display());
+                evidence.policy_decision = format!("{}: {rule}", policy.origin());
             } else {
-                evidence.policy_decision = format!("{}: no rule matched", policy.file().display());
+                evidence.policy_decision = format!("{}: no rule matched", policy.origin());
             }
         }
         let stored = if meta.is_dir() {
@@ -437,14 +629,77 @@ impl Controller {
     }
 }
 
-/// What an operator presents with a file: an asserted digest, a cosign-style signature and the
-/// key to verify it with, and the policy to decide under (default: the data dir's).
-#[derive(Clone, Copy, Debug, Default)]
+/// What an operator presents with a file: an asserted digest, a cosign-style signature or a
+/// Sigstore bundle and the key to verify it with, kiln provenance, a license, where it was
+/// fetched from, and the policy to decide under (default: the data dir's).
+#[derive(Clone, Debug, Default)]
 pub struct Admission<'a> {
     pub expected: Option<Sha256Digest>,
     pub signature: Option<&'a Path>,
+    /// A Sigstore bundle holding a signature over the file (`cosign sign-blob --bundle`).
+    pub bundle: Option<&'a Path>,
     pub key: Option<&'a Path>,
+    /// kiln provenance (`.intoto.jsonl`) for bytes kiln built.
+    pub provenance: Option<&'a Path>,
+    /// The file's license, an SPDX expression.
+    pub license: Option<&'a str>,
+    /// `kiln mirror fetch`: where the bytes came from.
+    pub fetched: Option<Fetched>,
+    /// The file name steps see (default: the file's own name).
+    pub file_name: Option<&'a str>,
     pub policy: Option<&'a Path>,
+}
+
+impl Admission<'_> {
+    /// Nothing but the file: it may be streamed into the store.
+    fn is_bare(&self) -> bool {
+        self.expected.is_none()
+            && self.signature.is_none()
+            && self.bundle.is_none()
+            && self.key.is_none()
+            && self.provenance.is_none()
+            && self.license.is_none()
+            && self.fetched.is_none()
+    }
+}
+
+/// Decides every package's license of a root filesystem under the rule for `name`, before
+/// anything is stored; a package whose license is known and not allowed refuses the import.
+fn check_package_licenses(
+    policy: &MirrorPolicy,
+    name: &str,
+    evidence: &mut MirrorEvidence,
+) -> Result<(), ControllerError> {
+    let packages = &evidence.details.packages;
+    if packages.is_empty() || policy.check_license(name, None).as_deref() == Ok("no license rule") {
+        return Ok(());
+    }
+    for p in packages {
+        if let Err(reason) = policy.check_license(name, p.license.as_deref()) {
+            return Err(ControllerError::Refused {
+                reason: format!("package {} {}: {reason}", p.name, p.version),
+            });
+        }
+    }
+    let known = packages.iter().filter(|p| p.license.is_some()).count();
+    evidence.details.license = Some(LicenseEvidence {
+        expression: None,
+        source: "debian copyright files".into(),
+        decision: format!(
+            "{known} of {} packages with a known license, all allowed; the rest unknown",
+            packages.len()
+        ),
+    });
+    Ok(())
+}
+
+/// A license the operator declared, where no policy decides on it.
+fn declared_license(expression: &str, decision: String) -> LicenseEvidence {
+    LicenseEvidence {
+        expression: Some(expression.to_owned()),
+        source: ASSERTED_BY_OPERATOR.into(),
+        decision,
+    }
 }
 
 /// Evidence with nothing asserted or signed yet.
@@ -452,7 +707,7 @@ fn no_evidence(policy: Option<&MirrorPolicy>) -> MirrorEvidence {
     MirrorEvidence {
         policy_decision: match policy {
             None => "no policy".into(),
-            Some(p) => format!("{}: no rule matched", p.file().display()),
+            Some(p) => format!("{}: no rule matched", p.origin()),
         },
         ..MirrorEvidence::default()
     }

@@ -10,11 +10,13 @@
 //! HTTP and leases their steps to workers through the [`dispatch::Dispatcher`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod advisories;
 pub mod affected;
 pub mod audit;
 pub mod controller;
 pub mod dispatch;
+pub mod evidence;
 pub mod http;
 pub mod metrics;
 pub mod pki;

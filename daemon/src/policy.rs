@@ -10,7 +10,7 @@
 //! It reads the policy file and the key files it names, nothing else.
 
 use kiln_core::glob::glob_match;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,12 @@ pub enum PolicyError {
     },
     #[error("{}", .diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid { diagnostics: Vec<Diagnostic> },
+    #[error("cannot keep the last good mirror policy at {path}")]
+    KeepCopy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Deserialize)]
@@ -45,6 +51,8 @@ pub enum PolicyError {
 struct RawPolicy {
     #[serde(default)]
     signers: BTreeMap<String, RawSigner>,
+    #[serde(default)]
+    builders: BTreeMap<String, RawSigner>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
@@ -67,6 +75,12 @@ struct RawRule {
     signers: Vec<Spanned<String>>,
     #[serde(default)]
     max_size: Option<Spanned<String>>,
+    #[serde(default)]
+    require_provenance: bool,
+    #[serde(default)]
+    builders: Vec<Spanned<String>>,
+    #[serde(default)]
+    licenses: Option<Vec<Spanned<String>>>,
 }
 
 /// A trusted signer: a name the policy gives a public key.
@@ -85,6 +99,12 @@ pub struct Rule {
     /// Signer names (all defined under `signers:`); empty means any signer of the policy.
     pub signers: Vec<String>,
     pub max_size: Option<u64>,
+    /// Entries must come with kiln provenance that verifies with a trusted builder key.
+    pub require_provenance: bool,
+    /// Builder names (all defined under `builders:`); empty means any builder of the policy.
+    pub builders: Vec<String>,
+    /// Allowed SPDX license identifiers; `None`: licenses are not checked.
+    pub licenses: Option<Vec<String>>,
 }
 
 impl fmt::Display for Rule {
@@ -97,7 +117,11 @@ impl fmt::Display for Rule {
 #[derive(Clone, Debug)]
 pub struct MirrorPolicy {
     file: PathBuf,
+    /// Read from the last good copy because the file itself has errors.
+    last_good: bool,
     signers: BTreeMap<String, Signer>,
+    /// Keys trusted to sign kiln provenance; empty: the controller's own keys.
+    builders: BTreeMap<String, Signer>,
     rules: Vec<Rule>,
     deny: Vec<String>,
 }
@@ -121,145 +145,51 @@ pub enum Decision {
 }
 
 impl MirrorPolicy {
-    /// Reads the policy at `path`; `Ok(None)` when there is no such file (no policy).
-    pub fn load(path: &Path) -> Result<Option<Self>, PolicyError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(PolicyError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        Self::parse(path, &text).map(Some)
-    }
-
     /// Parses and validates policy text; key paths are relative to `path`'s directory.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
-        let file = path.display().to_string();
-        let diag = |line: usize, column: usize, message: &str| {
-            Diagnostic::new(&file, line, column, message)
-        };
-        let at = |loc: serde_saphyr::Location| {
-            (
-                usize::try_from(loc.line()).unwrap_or(1),
-                usize::try_from(loc.column()).unwrap_or(1),
-            )
+        let mut check = Checker {
+            file: path.display().to_string(),
+            base: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            diagnostics: Vec::new(),
         };
         if text.len() > MAX_POLICY_BYTES {
-            return Err(PolicyError::Invalid {
-                diagnostics: vec![diag(1, 1, "policy file is larger than 1 MiB")],
-            });
+            check.at(1, 1, "policy file is larger than 1 MiB");
+            return Err(check.into_error());
         }
         let raw: RawPolicy = match serde_saphyr::from_str_with_options(text, options()) {
             Ok(raw) => raw,
             Err(err) => {
-                let (line, column) = err.location().map_or((1, 1), at);
+                let (line, column) = err.location().map_or((1, 1), position);
                 let message = serde_saphyr::DefaultMessageFormatter
                     .format_message(innermost(&err))
                     .into_owned();
-                return Err(PolicyError::Invalid {
-                    diagnostics: vec![diag(line, column, &message)],
-                });
+                check.at(line, column, &message);
+                return Err(check.into_error());
             }
         };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut diagnostics = Vec::new();
-        let mut signers = BTreeMap::new();
-        // A signer whose key failed to load is still defined: its key error already names it.
-        let defined: std::collections::BTreeSet<String> = raw.signers.keys().cloned().collect();
-        for (name, raw) in raw.signers {
-            let (line, column) = at(raw.key.referenced);
-            let key = if raw.key.value.contains("-----BEGIN") {
-                PublicKey::from_spki_pem(raw.key.value.as_bytes()).map_err(|e| e.to_string())
-            } else {
-                PublicKey::from_spki_pem_file(&base.join(&raw.key.value)).map_err(|e| {
-                    let mut msg = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        msg.push_str(&format!(": {s}"));
-                        src = s.source();
-                    }
-                    msg
-                })
-            };
-            match key {
-                Ok(key) => {
-                    signers.insert(name.clone(), Signer { name, key });
-                }
-                Err(e) => diagnostics.push(diag(
-                    line,
-                    column,
-                    &format!("signer `{name}`: {e}; give an SPKI PEM public key or a path to one"),
-                )),
-            }
-        }
-        let mut rules = Vec::new();
-        for (i, rule) in raw.rules.into_iter().enumerate() {
-            let (rline, rcol) = at(rule.referenced);
-            let rule = rule.value;
-            if let Err(e) = check_glob(&rule.names.value) {
-                let (line, column) = at(rule.names.referenced);
-                diagnostics.push(diag(line, column, &e));
-            }
-            let mut names = Vec::new();
-            for s in &rule.signers {
-                if !defined.contains(&s.value) {
-                    let (line, column) = at(s.referenced);
-                    diagnostics.push(diag(
-                        line,
-                        column,
-                        &format!(
-                            "unknown signer `{}`: define it under `signers:` first",
-                            s.value
-                        ),
-                    ));
-                }
-                names.push(s.value.clone());
-            }
-            if rule.require_signature && rule.signers.is_empty() && defined.is_empty() {
-                diagnostics.push(diag(
-                    rline,
-                    rcol,
-                    "rule requires a signature but the policy trusts no signer: add `signers:`",
-                ));
-            }
-            let max_size = match &rule.max_size {
-                None => None,
-                Some(s) => match parse_size(&s.value) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        let (line, column) = at(s.referenced);
-                        diagnostics.push(diag(line, column, &e));
-                        None
-                    }
-                },
-            };
-            rules.push(Rule {
-                number: i + 1,
-                names: rule.names.value,
-                require_signature: rule.require_signature,
-                signers: names,
-                max_size,
-            });
-        }
+        let defined_signers = raw.signers.keys().cloned().collect();
+        let defined_builders = raw.builders.keys().cloned().collect();
+        let signers = check.keys(raw.signers, "signer");
+        let builders = check.keys(raw.builders, "builder");
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| check.rule(i + 1, rule, &defined_signers, &defined_builders))
+            .collect();
         let mut deny = Vec::new();
         for d in raw.deny {
-            if let Err(e) = check_glob(&d.value) {
-                let (line, column) = at(d.referenced);
-                diagnostics.push(diag(line, column, &e));
-            }
+            check.glob(&d);
             deny.push(d.value);
         }
-        if !diagnostics.is_empty() {
-            diagnostics.sort_by_key(|d| (d.line, d.column));
-            return Err(PolicyError::Invalid { diagnostics });
+        if !check.diagnostics.is_empty() {
+            return Err(check.into_error());
         }
         Ok(Self {
             file: path.to_owned(),
+            last_good: false,
             signers,
+            builders,
             rules,
             deny,
         })
@@ -268,6 +198,64 @@ impl MirrorPolicy {
     /// The file this policy was read from.
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// Where the policy came from, for the evidence: the file, or its last good copy.
+    pub fn origin(&self) -> String {
+        if self.last_good {
+            format!(
+                "{} (its last good copy: the file has errors)",
+                self.file.display()
+            )
+        } else {
+            self.file.display().to_string()
+        }
+    }
+
+    /// Reads the policy at `path` (`Ok((None, None))` when there is no such file: no policy),
+    /// keeping the last copy that parsed in
+    /// `keep_dir`. When the file has an error, the last good copy stays in force and the error
+    /// comes back beside it, for the caller to report; with no good copy yet, the error is
+    /// returned (fail closed). Key paths in the copy resolve as in the file.
+    pub fn load_keeping_last_good(
+        path: &Path,
+        keep_dir: &Path,
+    ) -> Result<(Option<Self>, Option<PolicyError>), PolicyError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(source) => {
+                return Err(PolicyError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let copy = keep_dir.join(last_good_name(path));
+        match Self::parse(path, &text) {
+            Ok(policy) => {
+                keep_copy(&copy, &text).map_err(|source| PolicyError::KeepCopy {
+                    path: copy.clone(),
+                    source,
+                })?;
+                Ok((Some(policy), None))
+            }
+            Err(problem) => {
+                let Ok(old_text) = std::fs::read_to_string(&copy) else {
+                    return Err(problem);
+                };
+                match Self::parse(path, &old_text) {
+                    Ok(old) => Ok((
+                        Some(Self {
+                            last_good: true,
+                            ..old
+                        }),
+                        Some(problem),
+                    )),
+                    Err(_) => Err(problem),
+                }
+            }
+        }
     }
 
     /// The rule that governs `name`: the first whose `names` glob matches.
@@ -339,6 +327,59 @@ impl MirrorPolicy {
         }
     }
 
+    /// Whether entries named `name` must come with verifying kiln provenance.
+    pub fn requires_provenance(&self, name: &str) -> bool {
+        self.rule_for(name).is_some_and(|r| r.require_provenance)
+    }
+
+    /// The keys trusted to sign kiln provenance for `name`: the rule's `builders:`, or every
+    /// builder of the policy; `None` when the policy defines no builder, which leaves the
+    /// choice to the caller (the controller trusts its own keys then).
+    pub fn builders_for(&self, name: &str) -> Option<Vec<Signer>> {
+        if self.builders.is_empty() {
+            return None;
+        }
+        let allowed = self.rule_for(name).map_or(&[][..], |r| &r.builders[..]);
+        Some(
+            self.builders
+                .values()
+                .filter(|b| allowed.is_empty() || allowed.contains(&b.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Decides a license: `Ok(decision)` or `Err(refusal)`. A rule with `licenses:` allows an
+    /// SPDX expression that its list satisfies (`A OR B` needs one of them, `A AND B` both);
+    /// an unknown license (`None`) is admitted and recorded as unknown.
+    pub fn check_license(&self, name: &str, expression: Option<&str>) -> Result<String, String> {
+        let Some((rule, allowed)) = self
+            .rule_for(name)
+            .and_then(|r| r.licenses.as_ref().map(|l| (r, l)))
+        else {
+            return Ok("no license rule".into());
+        };
+        let Some(expression) = expression else {
+            return Ok(format!(
+                "license unknown; {rule} checks licenses only where known"
+            ));
+        };
+        let parsed = spdx::Expression::parse(expression)
+            .map_err(|e| format!("license {expression:?} is not an SPDX expression: {e}"))?;
+        let ok = parsed.evaluate(|req| match &req.license {
+            spdx::LicenseItem::Spdx { id, .. } => allowed.iter().any(|a| a == id.name),
+            spdx::LicenseItem::Other { .. } => false,
+        });
+        if ok {
+            Ok(format!("license {expression} allowed by {rule}"))
+        } else {
+            Err(format!(
+                "refused by {rule}: license {expression} is not allowed (allowed: {})",
+                allowed.join(", ")
+            ))
+        }
+    }
+
     /// The name of the signer holding `keyid`, among `allowed` (or among all when empty).
     fn signer_name(&self, keyid: &KeyId, allowed: &[String]) -> Option<String> {
         self.signers
@@ -355,6 +396,164 @@ impl MirrorPolicy {
             rule.signers.join(", ")
         }
     }
+}
+
+/// Collects every problem of a policy file, each at its line and column.
+struct Checker {
+    file: String,
+    /// Key paths are relative to the policy file's directory.
+    base: PathBuf,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// A YAML position as 1-based line and column.
+fn position(loc: serde_saphyr::Location) -> (usize, usize) {
+    (
+        usize::try_from(loc.line()).unwrap_or(1),
+        usize::try_from(loc.column()).unwrap_or(1),
+    )
+}
+
+impl Checker {
+    fn at(&mut self, line: usize, column: usize, message: &str) {
+        self.diagnostics
+            .push(Diagnostic::new(&self.file, line, column, message));
+    }
+
+    fn at_loc(&mut self, loc: serde_saphyr::Location, message: &str) {
+        let (line, column) = position(loc);
+        self.at(line, column, message);
+    }
+
+    fn into_error(mut self) -> PolicyError {
+        self.diagnostics.sort_by_key(|d| (d.line, d.column));
+        PolicyError::Invalid {
+            diagnostics: self.diagnostics,
+        }
+    }
+
+    fn glob(&mut self, glob: &Spanned<String>) {
+        if let Err(e) = check_glob(&glob.value) {
+            self.at_loc(glob.referenced, &e);
+        }
+    }
+
+    /// Loads each named key (`signers:` or `builders:`); a key that fails to load is reported,
+    /// and its name stays defined, so rules naming it are not reported twice.
+    fn keys(&mut self, raw: BTreeMap<String, RawSigner>, what: &str) -> BTreeMap<String, Signer> {
+        let mut keys = BTreeMap::new();
+        for (name, raw) in raw {
+            match load_key(&self.base, &raw.key.value) {
+                Ok(key) => {
+                    keys.insert(name.clone(), Signer { name, key });
+                }
+                Err(e) => self.at_loc(
+                    raw.key.referenced,
+                    &format!("{what} `{name}`: {e}; give an SPKI PEM public key or a path to one"),
+                ),
+            }
+        }
+        keys
+    }
+
+    /// Names under a rule's `signers:` or `builders:`, each checked to be defined.
+    fn names(
+        &mut self,
+        names: &[Spanned<String>],
+        defined: &BTreeSet<String>,
+        what: &str,
+    ) -> Vec<String> {
+        for n in names.iter().filter(|n| !defined.contains(&n.value)) {
+            let message = format!(
+                "unknown {what} `{}`: define it under `{what}s:` first",
+                n.value
+            );
+            self.at_loc(n.referenced, &message);
+        }
+        names.iter().map(|n| n.value.clone()).collect()
+    }
+
+    fn rule(
+        &mut self,
+        number: usize,
+        rule: Spanned<RawRule>,
+        defined_signers: &BTreeSet<String>,
+        defined_builders: &BTreeSet<String>,
+    ) -> Rule {
+        let (loc, rule) = (rule.referenced, rule.value);
+        self.glob(&rule.names);
+        let signers = self.names(&rule.signers, defined_signers, "signer");
+        let builders = self.names(&rule.builders, defined_builders, "builder");
+        if rule.require_signature && rule.signers.is_empty() && defined_signers.is_empty() {
+            self.at_loc(
+                loc,
+                "rule requires a signature but the policy trusts no signer: add `signers:`",
+            );
+        }
+        let max_size = rule.max_size.as_ref().and_then(|s| {
+            parse_size(&s.value)
+                .map_err(|e| self.at_loc(s.referenced, &e))
+                .ok()
+        });
+        let licenses = rule.licenses.as_ref().map(|list| {
+            for l in list.iter().filter(|l| spdx::license_id(&l.value).is_none()) {
+                let message = format!(
+                    "{:?} is not an SPDX license identifier (e.g. MIT, Apache-2.0, GPL-2.0-or-later)",
+                    l.value
+                );
+                self.at_loc(l.referenced, &message);
+            }
+            list.iter().map(|l| l.value.clone()).collect()
+        });
+        Rule {
+            number,
+            names: rule.names.value,
+            require_signature: rule.require_signature,
+            signers,
+            max_size,
+            require_provenance: rule.require_provenance,
+            builders,
+            licenses,
+        }
+    }
+}
+
+/// An SPKI PEM public key, inline or at a path relative to `base`; the error names every cause.
+fn load_key(base: &Path, value: &str) -> Result<PublicKey, String> {
+    if value.contains("-----BEGIN") {
+        return PublicKey::from_spki_pem(value.as_bytes()).map_err(|e| e.to_string());
+    }
+    PublicKey::from_spki_pem_file(&base.join(value)).map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    })
+}
+
+/// The last good copy's file name: one per policy path, so `--policy FILE` and the data dir's
+/// policy never stand in for each other.
+fn last_good_name(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let digest = kiln_core::Sha256Digest::of(absolute.as_os_str().as_encoded_bytes());
+    format!("{}.yaml", &digest.to_string()[..16])
+}
+
+/// Writes `text` to `copy` atomically (temp file, fsync, rename) unless it already holds it.
+fn keep_copy(copy: &Path, text: &str) -> std::io::Result<()> {
+    if std::fs::read_to_string(copy).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let dir = copy.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(copy).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn options() -> Options {
@@ -467,5 +666,69 @@ mod tests {
         assert_eq!(p.rule_for("zlib").unwrap().number, 2);
         assert!(p.check_size("gcc-1", 11).unwrap_err().contains("rule 1"));
         assert!(p.check_name("badger").unwrap_err().contains("deny entry 1"));
+    }
+
+    #[test]
+    fn a_license_rule_allows_an_expression_its_list_satisfies() {
+        let p = MirrorPolicy::parse(
+            Path::new("p.yaml"),
+            "rules:\n  - names: \"*\"\n    licenses: [MIT, Apache-2.0]\n",
+        )
+        .unwrap();
+        assert!(p.check_license("x", Some("MIT")).is_ok());
+        assert!(p.check_license("x", Some("MIT OR GPL-3.0-only")).is_ok());
+        let refused = p
+            .check_license("x", Some("MIT AND GPL-3.0-only"))
+            .unwrap_err();
+        assert!(refused.starts_with("refused by rule 1"), "{refused}");
+        assert!(p.check_license("x", Some("not a license")).is_err());
+        // Unknown is admitted, and says so.
+        assert!(p.check_license("x", None).unwrap().contains("unknown"));
+    }
+
+    #[test]
+    fn unknown_license_ids_and_builders_are_diagnostics_at_their_position() {
+        let err = MirrorPolicy::parse(
+            Path::new("p.yaml"),
+            "rules:\n  - names: \"*\"\n    licenses: [MIT, Beerware-ish]\n    builders: [ci]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.yaml:3:21: \"Beerware-ish\" is not an SPDX license identifier"),
+            "{err}"
+        );
+        assert!(
+            err.contains("p.yaml:4:16: unknown builder `ci`: define it under `builders:` first"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_broken_policy_leaves_its_last_good_copy_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror-policy.yaml");
+        let keep = dir.path().join("keep");
+        // No good copy yet: the error refuses.
+        std::fs::write(&path, "rules: [\n").unwrap();
+        assert!(MirrorPolicy::load_keeping_last_good(&path, &keep).is_err());
+        std::fs::write(&path, "deny: [\"evil*\"]\n").unwrap();
+        let (good, problem) = MirrorPolicy::load_keeping_last_good(&path, &keep).unwrap();
+        assert!(problem.is_none() && !good.unwrap().last_good);
+        std::fs::write(&path, "deny: [\"evil*\"]\nrulez: []\n").unwrap();
+        let (old, problem) = MirrorPolicy::load_keeping_last_good(&path, &keep).unwrap();
+        let old = old.unwrap();
+        assert!(
+            problem
+                .unwrap()
+                .to_string()
+                .contains("mirror-policy.yaml:2:1")
+        );
+        assert!(old.check_name("evil-twin").is_err());
+        assert!(old.origin().contains("last good copy"));
+        // Removing the file is a deliberate "no policy".
+        std::fs::remove_file(&path).unwrap();
+        let (none, problem) = MirrorPolicy::load_keeping_last_good(&path, &keep).unwrap();
+        assert!(none.is_none() && problem.is_none());
     }
 }

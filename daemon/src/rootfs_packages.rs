@@ -35,29 +35,31 @@ pub fn sbom_inputs(store: &BlobStore, steps: &[StepRecord]) -> SbomInputs {
                 continue;
             }
         };
-        let Some((text, complete)) =
-            read_capped(&root, Path::new(PACKAGE_LIST_PATH), MAX_LIST_BYTES)
-        else {
-            continue;
-        };
-        if !complete {
-            tracing::warn!(%digest, "rootfs package list too large: SBOM lists no packages of it");
-            continue;
-        }
-        match RootfsPackages::parse(&text) {
-            Ok(packages) => {
-                let packages = packages.with_licenses(|name| {
-                    let path = Path::new("usr/share/doc").join(name).join("copyright");
-                    read_capped(&root, &path, MAX_COPYRIGHT_BYTES).map(|(text, _)| text)
-                });
-                inputs.rootfs_packages.insert(digest, packages);
-            }
-            Err(err) => {
-                tracing::warn!(%digest, error = %err, "rootfs package list malformed: SBOM lists no packages of it");
-            }
+        if let Some(packages) = packages_of(&root) {
+            inputs.rootfs_packages.insert(digest, packages);
         }
     }
     inputs
+}
+
+/// The packages the root filesystem at `root` records, with their licenses; `None` (and a
+/// warning) when it records none or the list is malformed or oversized.
+pub fn packages_of(root: &Path) -> Option<RootfsPackages> {
+    let (text, complete) = read_capped(root, Path::new(PACKAGE_LIST_PATH), MAX_LIST_BYTES)?;
+    if !complete {
+        tracing::warn!(root = %root.display(), "rootfs package list too large: no packages read");
+        return None;
+    }
+    match RootfsPackages::parse(&text) {
+        Ok(packages) => Some(packages.with_licenses(|name| {
+            let path = Path::new("usr/share/doc").join(name).join("copyright");
+            read_capped(root, &path, MAX_COPYRIGHT_BYTES).map(|(text, _)| text)
+        })),
+        Err(err) => {
+            tracing::warn!(root = %root.display(), error = %err, "rootfs package list malformed: no packages read");
+            None
+        }
+    }
 }
 
 /// Up to `cap` bytes of the regular file `root/rel`, and whether that was all of it; `None`

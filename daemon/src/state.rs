@@ -101,6 +101,8 @@ pub struct MirrorEvidence {
     pub signer_name: Option<String>,
     /// What admitted the entry: `no policy`, or the policy file and rule.
     pub policy_decision: String,
+    /// The rest: fetch origin, bundle, provenance, license, packages (column `details`).
+    pub details: crate::evidence::EvidenceDetails,
 }
 
 /// Whether [`State::add_mirror_entry`] inserted a row or found the identical one.
@@ -298,8 +300,8 @@ impl State {
         if let Some(ev) = evidence {
             sqlx::query(
                 "INSERT INTO mirror_evidence (name, version, asserted_sha256, asserted_by, signature,
-                     signer_keyid, signer_algorithm, signer_name, policy_decision)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     signer_keyid, signer_algorithm, signer_name, policy_decision, details)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(entry.reference.name())
             .bind(entry.reference.version())
@@ -310,6 +312,7 @@ impl State {
             .bind(ev.signer_algorithm.as_deref())
             .bind(ev.signer_name.as_deref())
             .bind(ev.policy_decision.as_str())
+            .bind(details_json(&ev.details))
             .execute(&mut *tx)
             .await
             .map_err(query_err("insert mirror evidence"))?;
@@ -328,7 +331,7 @@ impl State {
     ) -> Result<Option<MirrorEvidence>, StateError> {
         let row = sqlx::query(
             "SELECT asserted_sha256, asserted_by, signature, signer_keyid, signer_algorithm,
-                    signer_name, policy_decision
+                    signer_name, policy_decision, details
              FROM mirror_evidence WHERE name = $1 AND version = $2",
         )
         .bind(reference.name())
@@ -352,6 +355,7 @@ impl State {
             signer_algorithm: r.get(4),
             signer_name: r.get(5),
             policy_decision: r.get(6),
+            details: parse_details(r.get::<Option<String>, _>(7))?,
         }))
     }
 
@@ -683,4 +687,33 @@ fn entry_from_row(r: &AnyRow) -> Result<MirrorEntry, StateError> {
         size: r.get::<i64, _>(5).max(0) as u64,
         added_at,
     })
+}
+
+/// The `details` column: NULL when there is nothing beyond the other columns.
+fn details_json(details: &crate::evidence::EvidenceDetails) -> Option<String> {
+    if details.is_empty() {
+        return None;
+    }
+    let current = crate::evidence::EvidenceDetails {
+        version: crate::evidence::EVIDENCE_VERSION,
+        ..details.clone()
+    };
+    Some(serde_json::to_string(&current).expect("evidence details serialise"))
+}
+
+fn parse_details(text: Option<String>) -> Result<crate::evidence::EvidenceDetails, StateError> {
+    let bad = corrupt("mirror evidence details");
+    let Some(text) = text else {
+        return Ok(crate::evidence::EvidenceDetails::new());
+    };
+    let details: crate::evidence::EvidenceDetails =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if details.version > crate::evidence::EVIDENCE_VERSION {
+        return Err(bad(format!(
+            "version {} is newer than this kiln reads ({})",
+            details.version,
+            crate::evidence::EVIDENCE_VERSION
+        )));
+    }
+    Ok(details)
 }

@@ -126,10 +126,7 @@ impl Walk<'_> {
         let entry_sha256 = node.sha256;
         // The same bytes may have been published more than once: the newest run explains them.
         let Some(built) = self.artifacts.iter().rfind(|a| a.sha256 == entry_sha256) else {
-            node.origin = Origin::Admitted {
-                evidence: admitted(self.state, reference).await?,
-            };
-            return Ok(());
+            return self.explain_admitted(reference, node, seen, depth).await;
         };
         let (provenance, verified, deps) = check(self.store, self.key, built);
         node.origin = Origin::Built {
@@ -138,6 +135,46 @@ impl Walk<'_> {
             provenance,
             verified,
         };
+        self.explain_dependencies(node, deps, seen, depth).await
+    }
+
+    /// An entry kiln did not publish here: built elsewhere and admitted on its provenance
+    /// (re-verified now with the builder key recorded at admission), or a root.
+    async fn explain_admitted(
+        &self,
+        reference: &MirrorRef,
+        node: &mut WhyNode,
+        seen: &mut BTreeSet<String>,
+        depth: usize,
+    ) -> Result<(), WhyError> {
+        let evidence = self.state.mirror_evidence(reference).await?;
+        let Some(p) = evidence.and_then(|e| e.details.provenance) else {
+            node.origin = Origin::Admitted {
+                evidence: admitted(self.state, reference).await?,
+            };
+            return Ok(());
+        };
+        let (provenance, verified, deps) = check_admitted(self.store, &p, node.sha256);
+        node.origin = Origin::Built {
+            run: p.invocation.clone().unwrap_or_else(|| "?".into()),
+            artifact: format!(
+                "(admitted on its provenance, builder {})",
+                p.builder_name.as_deref().unwrap_or("this controller")
+            ),
+            provenance,
+            verified,
+        };
+        self.explain_dependencies(node, deps, seen, depth).await
+    }
+
+    /// Explains each mirror entry a provenance resolved, marking those missing or changed.
+    async fn explain_dependencies(
+        &self,
+        node: &mut WhyNode,
+        deps: Vec<(MirrorRef, Sha256Digest)>,
+        seen: &mut BTreeSet<String>,
+        depth: usize,
+    ) -> Result<(), WhyError> {
         for (dep, digest) in deps {
             let child = Box::pin(self.explain(&dep, seen, depth + 1)).await?;
             node.from.push(match child {
@@ -183,20 +220,42 @@ fn check(
     };
     match verify_provenance(ArtifactRef::Digest(built.sha256), &text, key) {
         Ok(verified) => {
-            let deps = verified
-                .statement
-                .predicate
-                .build_definition
-                .resolved_dependencies
-                .iter()
-                .filter_map(|d| {
-                    let name = d.uri.as_deref()?.strip_prefix("kiln:mirror/")?;
-                    let reference = MirrorRef::from_str(name).ok()?;
-                    Some((reference, d.digest.sha256?))
-                })
-                .collect();
+            let deps = crate::admission::mirror_dependencies(&verified);
             (format!("verified with key {}", verified.keyid), true, deps)
         }
+        Err(e) => (format!("does NOT verify: {e}"), false, Vec::new()),
+    }
+}
+
+/// Re-verifies provenance an entry was admitted on, from the store, with the builder key
+/// recorded then; like [`check`].
+fn check_admitted(
+    store: &BlobStore,
+    evidence: &crate::evidence::ProvenanceEvidence,
+    sha256: Sha256Digest,
+) -> (String, bool, Vec<(MirrorRef, Sha256Digest)>) {
+    let key = evidence
+        .builder_spki
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .map(|der| PublicKey::from_spki_der(&der));
+    let Some(Ok(key)) = key else {
+        return ("recorded without its builder key".into(), false, Vec::new());
+    };
+    let text = Sha256Digest::from_str(&evidence.document_sha256)
+        .map_err(|e| e.to_string())
+        .and_then(|d| store.read_verified(&d).map_err(|e| e.to_string()))
+        .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()));
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => return (format!("unreadable: {e}"), false, Vec::new()),
+    };
+    match verify_provenance(ArtifactRef::Digest(sha256), &text, &key) {
+        Ok(verified) => (
+            format!("verified with builder key {}", verified.keyid),
+            true,
+            crate::admission::mirror_dependencies(&verified),
+        ),
         Err(e) => (format!("does NOT verify: {e}"), false, Vec::new()),
     }
 }

@@ -7,65 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::openssl::{openssl, openssl_key, openssl_sign};
 use common::{Env, text};
-
-/// An ECDSA P-256 key pair made by openssl: (private PEM, SPKI PEM public key).
-fn openssl_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
-    let key = env.path(&format!("{name}.key"));
-    let public = env.path(&format!("{name}.pub"));
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (key, public)
-}
-
-/// `openssl dgst -sha256 -sign KEY FILE`, base64-encoded as `cosign sign-blob` writes it.
-fn openssl_sign(env: &Env, key: &Path, file: &Path, out: &str) -> PathBuf {
-    let der = openssl(&[
-        "dgst",
-        "-sha256",
-        "-sign",
-        key.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    let b64 = Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(&der)?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    assert!(b64.status.success());
-    env.write(out, std::str::from_utf8(&b64.stdout).unwrap())
-}
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// The catalogue listing and every file under the store's blobs: what "nothing stored" means.
 fn stored(env: &Env) -> (String, Vec<PathBuf>) {
@@ -317,6 +260,50 @@ fn a_malformed_policy_is_a_one_line_error_with_file_line_column() {
     );
     let (list, blobs) = stored(&f.env);
     assert!(list.is_empty() && blobs.is_empty());
+}
+
+#[test]
+fn a_broken_policy_edit_is_reported_and_the_last_good_policy_stays_in_force() {
+    let f = fixture();
+    // The first add reads the policy and keeps it as the last good copy.
+    let out = add(&f, "gcc-13@1", &[]);
+    assert!(text(&out).contains("refused by rule 1"), "{}", text(&out));
+    let policy = f.env.data_dir().join("mirror-policy.yaml");
+    let good = std::fs::read_to_string(&policy).unwrap();
+    // An edit that breaks line 5 (`require_signature` misspelt) and would, if it were read as
+    // far as it goes, drop the signature requirement.
+    std::fs::write(
+        &policy,
+        good.replace("require_signature: true", "require_signatures: false"),
+    )
+    .unwrap();
+    let out = add(&f, "gcc-13@1", &[]);
+    let err = text(&out);
+    assert!(
+        err.contains("mirror-policy.yaml:5:5: unknown field `require_signatures`"),
+        "the error names no line and column:\n{err}"
+    );
+    assert_refused(
+        &f,
+        &out,
+        "refused by rule 1 (names \"gcc-*\"): signature required",
+    );
+    let out = add(
+        &f,
+        "gcc-13@1",
+        &[
+            "--signature",
+            f.good_sig.to_str().unwrap(),
+            "--key",
+            f.acme_pub.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let show = text(&f.env.kiln_ok(&["mirror", "show", "gcc-13@1"]));
+    assert!(
+        show.contains("(its last good copy: the file has errors): rule 1"),
+        "{show}"
+    );
 }
 
 #[test]

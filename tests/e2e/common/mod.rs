@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod openssl;
 pub mod process;
 
 use std::fs;

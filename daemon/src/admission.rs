@@ -1,0 +1,213 @@
+//! The evidence checks of `kiln mirror add` that go beyond a digest and a plain signature:
+//! kiln provenance for bytes kiln built (item 3 of docs/mirror.md, "Chains"), and the Debian
+//! packages of a root filesystem with their licenses.
+//!
+//! Invariant: a check here only reads (the state, the store, files given on the command line);
+//! the controller stores nothing until every check has passed.
+
+use std::path::Path;
+use std::str::FromStr as _;
+
+use kiln_attest::{ArtifactRef, PublicKey, VerifiedProvenance, verify_provenance};
+use kiln_core::{MirrorRef, Sha256Digest};
+
+use crate::evidence::{DependencyRecord, PackageRecord, ProvenanceEvidence};
+use crate::policy::Signer;
+use crate::state::{State, StateError};
+
+/// A key trusted to sign kiln provenance, with the policy's name for it (none for the
+/// controller's own keys).
+#[derive(Clone, Debug)]
+pub struct TrustedBuilder {
+    pub name: Option<String>,
+    pub key: PublicKey,
+}
+
+impl From<Signer> for TrustedBuilder {
+    fn from(s: Signer) -> Self {
+        Self {
+            name: Some(s.name),
+            key: s.key,
+        }
+    }
+}
+
+/// Checks that `document` (an `.intoto.jsonl` or one envelope line) is kiln provenance for the
+/// bytes `sha256`, signed by one of `builders`, and that every mirror entry the build resolved
+/// is in this mirror now with the same digest and not revoked. `Ok(Err(reason))` is a refusal.
+pub async fn check_provenance(
+    state: &State,
+    builders: &[TrustedBuilder],
+    sha256: Sha256Digest,
+    document: &str,
+) -> Result<Result<ProvenanceEvidence, String>, StateError> {
+    let Some((verified, builder)) = verify_with_any(builders, sha256, document) else {
+        let keys: Vec<String> = builders.iter().map(|b| b.key.keyid().to_string()).collect();
+        let why = builders
+            .first()
+            .and_then(|b| verify_provenance(ArtifactRef::Digest(sha256), document, &b.key).err())
+            .map_or_else(|| "no trusted builder key".to_owned(), |e| e.to_string());
+        return Ok(Err(format!(
+            "the provenance does not verify with a trusted builder key ({}): {why}",
+            if keys.is_empty() {
+                "none".into()
+            } else {
+                keys.join(", ")
+            }
+        )));
+    };
+    let mut dependencies = Vec::new();
+    for (reference, digest) in mirror_dependencies(&verified) {
+        if let Some(refusal) = dependency_problem(state, &reference, digest).await? {
+            return Ok(Err(refusal));
+        }
+        dependencies.push(DependencyRecord {
+            entry: reference.to_string(),
+            sha256: digest.to_string(),
+        });
+    }
+    Ok(Ok(ProvenanceEvidence {
+        document_sha256: Sha256Digest::of(document.as_bytes()).to_string(),
+        builder_keyid: verified.keyid.to_string(),
+        builder_name: builder.name.clone(),
+        builder_spki: Some(hex::encode(builder.key.spki_der())),
+        invocation: verified
+            .statement
+            .predicate
+            .run_details
+            .metadata
+            .as_ref()
+            .and_then(|m| m.invocation_id.clone()),
+        dependencies,
+    }))
+}
+
+fn verify_with_any<'b>(
+    builders: &'b [TrustedBuilder],
+    sha256: Sha256Digest,
+    document: &str,
+) -> Option<(VerifiedProvenance, &'b TrustedBuilder)> {
+    builders.iter().find_map(|b| {
+        verify_provenance(ArtifactRef::Digest(sha256), document, &b.key)
+            .ok()
+            .map(|v| (v, b))
+    })
+}
+
+/// The mirror entries a verified provenance resolved (`kiln:mirror/NAME@VERSION` with a sha256).
+pub fn mirror_dependencies(verified: &VerifiedProvenance) -> Vec<(MirrorRef, Sha256Digest)> {
+    verified
+        .statement
+        .predicate
+        .build_definition
+        .resolved_dependencies
+        .iter()
+        .filter_map(|d| {
+            let name = d.uri.as_deref()?.strip_prefix("kiln:mirror/")?;
+            let reference = MirrorRef::from_str(name).ok()?;
+            Some((reference, d.digest.sha256?))
+        })
+        .collect()
+}
+
+/// Why a dependency of a kiln-built entry cannot be vouched for, if it cannot.
+async fn dependency_problem(
+    state: &State,
+    reference: &MirrorRef,
+    digest: Sha256Digest,
+) -> Result<Option<String>, StateError> {
+    let Some(entry) = state.mirror_entry(reference).await? else {
+        return Ok(Some(format!(
+            "its dependency {reference} (sha256:{digest}) is not in this mirror: add it first, \
+             so the whole chain is vetted"
+        )));
+    };
+    if entry.sha256 != digest {
+        return Ok(Some(format!(
+            "its dependency {reference} was built with sha256:{digest}, but this mirror holds \
+             sha256:{} under that name",
+            entry.sha256
+        )));
+    }
+    if let Some(revoked) = state.revocation(reference).await? {
+        return Ok(Some(format!(
+            "its dependency {reference} is revoked: {}",
+            revoked.reason
+        )));
+    }
+    Ok(None)
+}
+
+/// The Debian packages a root filesystem records (`/etc/kiln-rootfs-packages`), each with the
+/// license its copyright file states; empty when the rootfs records none. `source` is a
+/// directory or a tar archive, read before anything is stored.
+pub fn rootfs_packages(source: &Path) -> Vec<PackageRecord> {
+    let packages = if source.is_dir() {
+        crate::rootfs_packages::packages_of(source)
+    } else {
+        packages_in_tar(source)
+    };
+    let Some(packages) = packages else {
+        return Vec::new();
+    };
+    packages
+        .packages()
+        .iter()
+        .map(|p| PackageRecord {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone().unwrap_or_default(),
+            license: p.license.clone(),
+        })
+        .collect()
+}
+
+/// Only this much of the package list and of each copyright file is read from an archive.
+const MAX_LIST_BYTES: u64 = 4 << 20;
+const MAX_COPYRIGHT_BYTES: u64 = 64 << 10;
+
+/// [`crate::rootfs_packages::packages_of`] for a tar archive, streamed: the package list and
+/// the copyright files are read from regular-file members without extracting anything.
+fn packages_in_tar(path: &Path) -> Option<kiln_attest::RootfsPackages> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(std::fs::File::open(path).ok()?);
+    let mut list = None;
+    let mut copyrights = std::collections::BTreeMap::new();
+    for entry in archive.entries().ok()? {
+        let Ok(entry) = entry else { break };
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let Ok(member) = entry.path().map(|p| p.into_owned()) else {
+            continue;
+        };
+        let member = member.strip_prefix("./").unwrap_or(&member).to_owned();
+        let member = member.strip_prefix("/").unwrap_or(&member).to_owned();
+        let package = member
+            .strip_prefix("usr/share/doc")
+            .ok()
+            .filter(|rest| rest.components().count() == 2 && rest.ends_with("copyright"))
+            .and_then(|rest| rest.components().next())
+            .and_then(|c| c.as_os_str().to_str().map(str::to_owned));
+        let cap = match (
+            &package,
+            member == Path::new(kiln_attest::sbom::rootfs::PACKAGE_LIST_PATH),
+        ) {
+            (_, true) => MAX_LIST_BYTES,
+            (Some(_), false) => MAX_COPYRIGHT_BYTES,
+            (None, false) => continue,
+        };
+        let mut text = String::new();
+        if entry.take(cap).read_to_string(&mut text).is_err() {
+            continue;
+        }
+        match package {
+            Some(name) => {
+                copyrights.insert(name, text);
+            }
+            None => list = Some(text),
+        }
+    }
+    let packages = kiln_attest::RootfsPackages::parse(&list?).ok()?;
+    Some(packages.with_licenses(|name| copyrights.get(name).cloned()))
+}
