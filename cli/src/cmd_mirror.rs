@@ -92,15 +92,19 @@ pub enum MirrorCommand {
 #[derive(clap::Args, Debug)]
 pub struct EvidenceArgs {
     /// A cosign-style signature over the file's bytes (base64, as `cosign sign-blob` writes).
-    #[arg(long, value_name = "SIG", requires = "key", conflicts_with = "bundle")]
+    #[arg(long, value_name = "SIG", conflicts_with = "bundle")]
     signature: Option<PathBuf>,
     /// A Sigstore bundle (v0.1-v0.3 JSON) holding a signature over the file's bytes, as
     /// `cosign sign-blob --key K --bundle B` writes it; verified with --key.
-    #[arg(long, value_name = "BUNDLE", requires = "key")]
+    #[arg(long, value_name = "BUNDLE")]
     bundle: Option<PathBuf>,
     /// The SPKI PEM public key that verifies --signature or --bundle.
-    #[arg(long, value_name = "PUB")]
+    #[arg(long, value_name = "PUB", conflicts_with = "certificate")]
     key: Option<PathBuf>,
+    /// Instead of --key: an X.509 certificate (PEM) whose key verifies the signature; its
+    /// identities are recorded, its key must be trusted by the policy like a --key.
+    #[arg(long, value_name = "CERT")]
+    certificate: Option<PathBuf>,
     /// kiln provenance for bytes kiln built (ARTIFACT.intoto.jsonl): it must verify with a
     /// trusted builder key, and every mirror entry it resolved must be in this mirror.
     #[arg(long, value_name = "FILE")]
@@ -119,6 +123,7 @@ impl EvidenceArgs {
             signature: self.signature.as_deref(),
             bundle: self.bundle.as_deref(),
             key: self.key.as_deref(),
+            certificate: self.certificate.as_deref(),
             provenance: self.provenance.as_deref(),
             license: self.license.as_deref(),
             policy: self.policy.as_deref(),
@@ -131,6 +136,7 @@ impl EvidenceArgs {
         self.signature.is_some()
             || self.bundle.is_some()
             || self.key.is_some()
+            || self.certificate.is_some()
             || self.provenance.is_some()
             || self.license.is_some()
     }
@@ -342,6 +348,16 @@ fn show(entry: &MirrorEntry, evidence: Option<&MirrorEvidence>) {
 fn show_details(d: &kiln_daemon::evidence::EvidenceDetails) {
     if let Some(f) = &d.fetched {
         println!("fetched:   {} at {}", f.url, f.at);
+    }
+    if let Some(c) = &d.certificate {
+        println!(
+            "certificate: {} issued by {}, until {} ({}), sha256:{}",
+            c.subject,
+            c.issuer,
+            c.not_after,
+            c.identities.join(", "),
+            c.sha256
+        );
     }
     if let Some(b) = &d.bundle {
         println!(

@@ -11,7 +11,7 @@ use std::str::FromStr as _;
 use kiln_attest::{ArtifactRef, PublicKey, VerifiedProvenance, verify_provenance};
 use kiln_core::{MirrorRef, Sha256Digest};
 
-use crate::evidence::{DependencyRecord, PackageRecord, ProvenanceEvidence};
+use crate::evidence::{CertificateEvidence, DependencyRecord, PackageRecord, ProvenanceEvidence};
 use crate::policy::Signer;
 use crate::state::{State, StateError};
 
@@ -138,6 +138,73 @@ async fn dependency_problem(
     Ok(None)
 }
 
+/// Reads a signer's X.509 certificate (PEM): the public key it certifies, and who it names.
+/// A certificate outside its validity period at `now` is refused (`Err(reason)`).
+pub fn read_certificate(
+    path: &Path,
+    now: time::OffsetDateTime,
+) -> Result<(PublicKey, CertificateEvidence), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let not_cert =
+        |e: &dyn std::fmt::Display| format!("{}: not a PEM X.509 certificate: {e}", path.display());
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| not_cert(&e))?;
+    let cert = pem.parse_x509().map_err(|e| not_cert(&e))?;
+    let validity = cert.validity();
+    let (from, until) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    if now.unix_timestamp() < from || now.unix_timestamp() > until {
+        return Err(format!(
+            "certificate {} is valid from {} to {}, not now",
+            path.display(),
+            validity.not_before,
+            validity.not_after
+        ));
+    }
+    let key = PublicKey::from_spki_der(cert.public_key().raw)
+        .map_err(|e| format!("certificate {}: its key: {e}", path.display()))?;
+    let identities = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(identity)
+                .collect()
+        })
+        .unwrap_or_default();
+    let not_after = time::OffsetDateTime::from_unix_timestamp(until)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Ok((
+        key,
+        CertificateEvidence {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            identities,
+            not_after,
+            sha256: Sha256Digest::of(&pem.contents).to_string(),
+        },
+    ))
+}
+
+fn identity(name: &x509_parser::extensions::GeneralName<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    match name {
+        GeneralName::RFC822Name(email) => Some(format!("email:{email}")),
+        GeneralName::URI(uri) => Some(format!("uri:{uri}")),
+        GeneralName::DNSName(dns) => Some(format!("dns:{dns}")),
+        _ => None,
+    }
+}
+
 /// The Debian packages a root filesystem records (`/etc/kiln-rootfs-packages`), each with the
 /// license its copyright file states; empty when the rootfs records none. `source` is a
 /// directory or a tar archive, read before anything is stored.
@@ -210,4 +277,47 @@ fn packages_in_tar(path: &Path) -> Option<kiln_attest::RootfsPackages> {
     }
     let packages = kiln_attest::RootfsPackages::parse(&list?).ok()?;
     Some(packages.with_licenses(|name| copyrights.get(name).cloned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// A self-signed P-256 certificate valid through 2020, naming an email address.
+    fn certificate_of_2020(dir: &Path) -> std::path::PathBuf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "acme release");
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(
+            "release@acme.example".try_into().unwrap(),
+        )];
+        params.not_before = datetime!(2020-01-01 0:00 UTC);
+        params.not_after = datetime!(2021-01-01 0:00 UTC);
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.join("acme.crt");
+        std::fs::write(&path, cert.pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_certificate_gives_its_key_and_identities_within_its_validity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = certificate_of_2020(dir.path());
+        let (key, evidence) = read_certificate(&path, datetime!(2020-06-01 0:00 UTC)).unwrap();
+        assert_eq!(evidence.identities, ["email:release@acme.example"]);
+        assert!(
+            evidence.subject.contains("acme release"),
+            "{}",
+            evidence.subject
+        );
+        assert_eq!(key.algorithm().to_string(), "ecdsa-p256-sha256");
+        let expired = read_certificate(&path, datetime!(2026-11-22 0:00 UTC)).unwrap_err();
+        assert!(expired.contains("not now"), "{expired}");
+        std::fs::write(&path, "-----BEGIN PUBLIC KEY-----\n").unwrap();
+        let err = read_certificate(&path, datetime!(2020-06-01 0:00 UTC)).unwrap_err();
+        assert!(err.contains("not a PEM X.509 certificate"), "{err}");
+    }
 }

@@ -77,7 +77,9 @@ pub enum ControllerError {
         #[source]
         source: base64::DecodeError,
     },
-    #[error("a signature needs the key to verify it with, and a key needs a signature")]
+    #[error(
+        "a signature or bundle needs one key to verify it with (--key or --certificate), and a key needs a signature"
+    )]
     SignatureWithoutKey,
     #[error("cannot read {path}")]
     ReadSource {
@@ -379,9 +381,17 @@ impl Controller {
         admission: &Admission<'_>,
         evidence: &mut MirrorEvidence,
     ) -> Result<Option<KeyId>, ControllerError> {
-        let key = match (admission.key, admission.signature.or(admission.bundle)) {
-            (Some(key), Some(_)) => PublicKey::from_spki_pem_file(key)?,
-            (None, None) => return Ok(None),
+        let signed = admission.signature.or(admission.bundle);
+        let key = match (admission.key, admission.certificate, signed) {
+            (Some(key), None, Some(_)) => PublicKey::from_spki_pem_file(key)?,
+            (None, Some(cert), Some(_)) => {
+                let (key, certificate) =
+                    crate::admission::read_certificate(cert, OffsetDateTime::now_utc())
+                        .map_err(|reason| ControllerError::Refused { reason })?;
+                evidence.details.certificate = Some(certificate);
+                key
+            }
+            (None, None, None) => return Ok(None),
             _ => return Err(ControllerError::SignatureWithoutKey),
         };
         let refused = |what: &Path, detail: String| ControllerError::Refused {
@@ -639,6 +649,8 @@ pub struct Admission<'a> {
     /// A Sigstore bundle holding a signature over the file (`cosign sign-blob --bundle`).
     pub bundle: Option<&'a Path>,
     pub key: Option<&'a Path>,
+    /// An X.509 certificate (PEM) whose key verifies the signature, instead of `key`.
+    pub certificate: Option<&'a Path>,
     /// kiln provenance (`.intoto.jsonl`) for bytes kiln built.
     pub provenance: Option<&'a Path>,
     /// The file's license, an SPDX expression.
@@ -657,6 +669,7 @@ impl Admission<'_> {
             && self.signature.is_none()
             && self.bundle.is_none()
             && self.key.is_none()
+            && self.certificate.is_none()
             && self.provenance.is_none()
             && self.license.is_none()
             && self.fetched.is_none()

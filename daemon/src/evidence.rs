@@ -19,6 +19,9 @@ pub struct EvidenceDetails {
     /// The signature came in a Sigstore bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleEvidence>,
+    /// The verifying key came in an X.509 certificate (`--certificate`): who it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateEvidence>,
     /// The bytes were built by kiln: the provenance they were admitted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ProvenanceEvidence>,
@@ -66,6 +69,20 @@ pub struct BundleEvidence {
     /// Transparency log entries the bundle carried. They are kept in the bundle but not
     /// verified: kiln admits key-signed bundles offline, without a log's trust root.
     pub tlog_entries: usize,
+}
+
+/// The signer's certificate: its identities, for the record. Trust is in its key (the policy's
+/// `signers:`), not in its issuer: kiln holds no CA roots for signers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateEvidence {
+    pub subject: String,
+    pub issuer: String,
+    /// Subject alternative names: `email:…`, `uri:…`, `dns:…`.
+    pub identities: Vec<String>,
+    /// RFC 3339.
+    pub not_after: String,
+    /// The certificate's DER, hashed.
+    pub sha256: String,
 }
 
 /// The kiln provenance an entry built by kiln was admitted on.

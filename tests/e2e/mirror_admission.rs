@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::openssl::{openssl_key, openssl_sign_der};
+use common::openssl::{openssl, openssl_key, openssl_sign, openssl_sign_der};
 use common::{Env, text};
 
 /// Builds `lib` from `lib-src@1` in busybox.
@@ -230,6 +230,76 @@ fn a_sigstore_bundle_by_a_trusted_key_is_admitted_and_a_foreign_one_refused() {
         show.contains("bundle:    application/vnd.dev.sigstore.bundle.v0.3+json sha256:"),
         "{show}"
     );
+}
+
+#[test]
+fn a_certificate_names_the_signer_whose_key_the_policy_trusts() {
+    let env = Env::new();
+    let file = env.write("gcc.tar", "pretend this is gcc\n");
+    let (acme_key, acme_pub) = openssl_key(&env, "acme");
+    let cert = env.path("acme.crt");
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        acme_key.to_str().unwrap(),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=acme release",
+        "-addext",
+        "subjectAltName=email:release@acme.example",
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let sig = openssl_sign(&env, &acme_key, &file, "gcc.sig");
+    env.kiln_ok(&["mirror", "list"]);
+    std::fs::write(
+        env.data_dir().join("mirror-policy.yaml"),
+        format!(
+            "signers:\n  acme: {{ key: \"{}\" }}\nrules:\n  - names: \"gcc\"\n    require_signature: true\n",
+            acme_pub.display()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--signature",
+        sig.to_str().unwrap(),
+        "--certificate",
+        cert.to_str().unwrap(),
+    ];
+    let out = add(&env, &file, "gcc@13", &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let show = text(&env.kiln_ok(&["mirror", "show", "gcc@13"]));
+    assert!(show.contains("signer:    acme key"), "{show}");
+    assert!(show.contains("(email:release@acme.example)"), "{show}");
+    // The certificate's key must be one the policy trusts, like a --key.
+    let (other_key, _) = openssl_key(&env, "other");
+    let other_cert = env.path("other.crt");
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        other_key.to_str().unwrap(),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=other",
+        "-out",
+        other_cert.to_str().unwrap(),
+    ]);
+    let other_sig = openssl_sign(&env, &other_key, &file, "gcc.other.sig");
+    let args = [
+        "--signature",
+        other_sig.to_str().unwrap(),
+        "--certificate",
+        other_cert.to_str().unwrap(),
+    ];
+    assert_refused_storing_nothing(&env, "which the rule does not trust", || {
+        add(&env, &file, "gcc@14", &args)
+    });
 }
 
 #[test]
