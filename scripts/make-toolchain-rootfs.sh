@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # make-toolchain-rootfs.sh: build the toolchain root filesystem kiln's demo steps run in.
 #
-# Usage: make-toolchain-rootfs.sh [--force] OUTDIR
+# Usage: make-toolchain-rootfs.sh [--force] [--packages "PKG..."] OUTDIR
+#
+# --packages replaces the C toolchain (gcc binutils libc6-dev make) with the given Debian
+# packages, keeping the base utilities; e.g. --packages "python3 python3-pip" builds the rootfs
+# of pipelines/examples/pip-offline.yaml. The C checks below then only run if gcc is among them,
+# and python3 is checked if it is. Without --packages the output is the demo's toolchain rootfs.
 #
 # The rootfs is assembled, without network access, from the files of Debian packages installed
 # on this machine: the packages in ROOT_PACKAGES below plus everything they transitively Depend
@@ -26,6 +31,8 @@ ROOT_PACKAGES=(
     gcc binutils libc6-dev make
     coreutils bash dash grep sed mawk findutils diffutils tar gzip
 )
+# The first ROOT_TOOLCHAIN entries of ROOT_PACKAGES are what --packages replaces.
+ROOT_TOOLCHAIN=4
 
 # Paths left out of the rootfs to keep it small; nothing in a build step reads them (the
 # copyright files under /usr/share/doc/ are kept, see below).
@@ -44,7 +51,7 @@ log() {
 }
 
 usage() {
-    echo "usage: $0 [--force] OUTDIR" >&2
+    echo "usage: $0 [--force] [--packages \"PKG...\"] OUTDIR" >&2
     exit 2
 }
 
@@ -52,9 +59,18 @@ usage() {
 
 force=0
 outdir=""
+packages_arg=0
 for arg in "$@"; do
+    if ((packages_arg)); then
+        read -ra chosen_toolchain <<<"$arg"
+        ((${#chosen_toolchain[@]} > 0)) || die "--packages needs at least one package"
+        ROOT_PACKAGES=("${chosen_toolchain[@]}" "${ROOT_PACKAGES[@]:ROOT_TOOLCHAIN}")
+        packages_arg=0
+        continue
+    fi
     case "$arg" in
         --force) force=1 ;;
+        --packages) packages_arg=1 ;;
         -h | --help) usage ;;
         -*) die "unknown option $arg" ;;
         *)
@@ -63,6 +79,7 @@ for arg in "$@"; do
             ;;
     esac
 done
+((packages_arg == 0)) || usage
 [[ -n "$outdir" ]] || usage
 [[ "$(id -u)" -eq 0 ]] || die "must run as root (it installs packages and uses chroot)"
 
@@ -218,7 +235,9 @@ while read -r name _mode _value; do
 done < <(update-alternatives --get-selections)
 
 # Guarantees the demo relies on, whatever the host's alternatives say.
-[[ -L "$outdir/usr/bin/cc" || -e "$outdir/usr/bin/cc" ]] || ln -s gcc "$outdir/usr/bin/cc"
+if [[ -n "${chosen[gcc]:-}" ]]; then
+    [[ -L "$outdir/usr/bin/cc" || -e "$outdir/usr/bin/cc" ]] || ln -s gcc "$outdir/usr/bin/cc"
+fi
 [[ -L "$outdir/usr/bin/awk" || -e "$outdir/usr/bin/awk" ]] || ln -s mawk "$outdir/usr/bin/awk"
 ln -sfn dash "$outdir/bin/sh"
 
@@ -248,6 +267,7 @@ in_rootfs() {
 
 in_rootfs 'test -e /lib64/ld-linux-x86-64.so.2' || die "/lib64/ld-linux-x86-64.so.2 is missing"
 mkdir -p -- "$outdir/tmp" && chmod 1777 "$outdir/tmp"
+if [[ -n "${chosen[gcc]:-}" ]]; then
 cat >"$outdir/tmp/h.c" <<'EOF'
 #include <stdio.h>
 int main(void) { puts("hello from the kiln toolchain rootfs"); return 0; }
@@ -258,6 +278,20 @@ greeting="$(in_rootfs 'cc -O2 -o /tmp/h /tmp/h.c && /tmp/h')" || die "compiling 
 tools="$(in_rootfs 'echo x | awk "{ print \$1 }" | sed s/x/y/ | grep y && make --version | head -n1')" ||
     die "awk, sed, grep or make do not run inside the rootfs"
 log "tools: ${tools//$'\n'/, }"
+else
+    # Not a C toolchain (--packages): check the base utilities, and python3 and pip if chosen.
+    # shellcheck disable=SC2016 # $1 is awk's, expanded inside the rootfs
+    greeting="$(in_rootfs 'echo x | awk "{ print \$1 }" | sed s/x/y/ | grep y')" ||
+        die "awk, sed or grep do not run inside the rootfs"
+    if [[ -n "${chosen[python3]:-}" ]]; then
+        greeting="$(in_rootfs 'python3 -B -c "import sys; print(\"python\", sys.version.split()[0])"')" ||
+            die "python3 does not run inside the rootfs"
+    fi
+    if [[ -n "${chosen[python3-pip]:-}" ]]; then
+        pip_version="$(in_rootfs 'python3 -B -m pip --version')" || die "pip does not run inside the rootfs"
+        greeting="$greeting, ${pip_version%% from *}"
+    fi
+fi
 # The sandbox mounts over these, and kiln's store refuses a rootfs where they are not empty
 # directories. The checks above run without /dev, so anything opening /dev/null created a file.
 for mount_point in in out proc dev tmp work; do

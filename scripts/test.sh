@@ -22,6 +22,10 @@ bash scripts/audit.sh
 echo "== the toolchain rootfs the end-to-end tests build C programs in"
 export KILN_TEST_ROOTFS=$PWD/target/test-rootfs
 [ -e "$KILN_TEST_ROOTFS/etc/kiln-rootfs-packages" ] || bash scripts/make-toolchain-rootfs.sh --force "$KILN_TEST_ROOTFS"
+# ... and the python3 + pip one the package-index tests install wheels in.
+export KILN_TEST_PYTHON_ROOTFS=$PWD/target/test-rootfs-python
+[ -e "$KILN_TEST_PYTHON_ROOTFS/etc/kiln-rootfs-packages" ] ||
+  bash scripts/make-toolchain-rootfs.sh --force --packages "python3 python3-pip" "$KILN_TEST_PYTHON_ROOTFS"
 
 echo "== the PostgreSQL server the state tests run on too (under target/pg)"
 eval "$(bash scripts/postgres.sh)"

@@ -86,6 +86,10 @@ pub enum MirrorCommand {
     /// Vulnerability advisories (OSV JSON), matched against entries by name and version.
     #[command(subcommand)]
     Advisories(AdvisoriesCommand),
+    /// Build a local package index (a tree entry) from package files already in the mirror,
+    /// for package managers inside network-denied steps (docs/package-index.md).
+    #[command(subcommand)]
+    Index(crate::cmd_mirror_index::IndexCommand),
 }
 
 /// The evidence a file can be presented with (docs/mirror.md, "Evidence").
@@ -258,6 +262,7 @@ pub fn run(
                     println!("{}", serde_json::to_string_pretty(&chain)?);
                 } else {
                     print!("{}", kiln_daemon::why::render(&chain));
+                    crate::cmd_mirror_index::explain_members(&controller, &name).await?;
                 }
             }
             MirrorCommand::Revoke { name, reason } => {
@@ -281,6 +286,7 @@ pub fn run(
             MirrorCommand::Advisories(AdvisoriesCommand::Import { file }) => {
                 import_advisories(controller.state(), &file).await?;
             }
+            MirrorCommand::Index(cmd) => crate::cmd_mirror_index::run(&controller, cmd).await?,
         }
         controller.state().close().await;
         Ok(ExitCode::SUCCESS)

@@ -28,6 +28,7 @@ mod archive;
 mod error;
 mod extract;
 mod hashing;
+pub mod pypi;
 mod store;
 
 pub use archive::archive_dir;
