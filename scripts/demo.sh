@@ -40,3 +40,6 @@ echo "== verifying the artifact's provenance"
 
 echo "== running the artifact"
 "$demo/out/hello"
+
+echo "== the package-manager view: pip installs a wheel from the mirror in a network-denied step"
+KILN_BIN=$kiln KILN_DEMO_DIR=$demo/pip bash scripts/demo-pip.sh
