@@ -55,7 +55,10 @@ pub enum StoreError {
         #[source]
         err: io::Error,
     },
-    #[error("blob {digest} is corrupt: its content hashes to {actual}; re-import it")]
+    #[error(
+        "the store's copy of blob {digest} does not match its digest (its content hashes to \
+         {actual}): the blob was changed on disk; re-import it"
+    )]
     Corrupt {
         digest: Sha256Digest,
         actual: Sha256Digest,
@@ -98,6 +101,15 @@ pub enum StoreError {
         entry: PathBuf,
         reason: &'static str,
     },
+    #[error("cannot link {from} as {to}")]
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        err: io::Error,
+    },
+    #[error("view path {path:?}: {reason}")]
+    BadViewPath { path: String, reason: &'static str },
     #[error("cannot archive {path}")]
     Archive {
         path: PathBuf,

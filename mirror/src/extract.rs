@@ -11,8 +11,11 @@
 //! Deliberately absent: size or entry-count limits (blobs come from kiln's own importer).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::Scope;
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
 use kiln_core::Sha256Digest;
@@ -27,6 +30,13 @@ const MODE_MASK: u32 = 0o1777;
 /// Mode of directories the archive implies but does not list.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
+/// Files up to this size are read into memory and written by the pool.
+const POOLED_FILE_MAX: u64 = 1 << 20;
+
+/// Threads writing and fsyncing files. fsync mostly waits for the disk, and the file system
+/// commits concurrent fsyncs together, so more threads than cores pay off.
+const POOL_THREADS: usize = 16;
+
 /// What an extraction produced.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Stats {
@@ -36,25 +46,32 @@ pub(crate) struct Stats {
 }
 
 /// Extracts the tar stream `archive` into `dest`, which should be empty.
+///
+/// The tar stream is parsed and checked on the calling thread; regular files are written,
+/// given their mode and fsynced by a small pool of threads (see [`Pool`]), because a tree of
+/// thousands of small files otherwise spends its time waiting for one fsync after another.
 pub(crate) fn unpack(
     digest: &Sha256Digest,
     archive: impl Read,
     dest: &Dir,
 ) -> Result<Stats, StoreError> {
-    let mut unpacker = Unpacker {
-        digest: *digest,
-        dest,
-        regular_files: HashSet::new(),
-        dirs: HashMap::new(),
-        stats: Stats::default(),
-    };
-    let mut archive = tar::Archive::new(archive);
-    let entries = archive.entries().map_err(|err| unpacker.bad_archive(err))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|err| unpacker.bad_archive(err))?;
-        unpacker.entry(&mut entry)?;
-    }
-    unpacker.finish()
+    std::thread::scope(|scope| {
+        let pool = Pool::start(scope, *digest, dest);
+        let mut unpacker = Unpacker {
+            digest: *digest,
+            dest,
+            pool: &pool,
+            regular_files: HashSet::new(),
+            dirs: HashMap::new(),
+            stats: Stats::default(),
+        };
+        let result = unpacker.unpack_all(archive);
+        let stats = result.and_then(|()| unpacker.finish());
+        let pooled = pool.stop();
+        let stats = stats?;
+        pooled?;
+        Ok(stats)
+    })
 }
 
 /// Ensures the sandbox's mount points exist at the top of a rootfs as empty directories.
@@ -91,6 +108,7 @@ pub(crate) fn make_mount_points(digest: &Sha256Digest, dest: &Dir) -> Result<(),
 struct Unpacker<'a> {
     digest: Sha256Digest,
     dest: &'a Dir,
+    pool: &'a Pool,
     /// Regular files extracted so far: the only valid hard link targets.
     regular_files: HashSet<PathBuf>,
     /// Every directory created, with the mode to give it once all entries are in.
@@ -99,6 +117,20 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
+    fn unpack_all(&mut self, archive: impl Read) -> Result<(), StoreError> {
+        let mut archive = tar::Archive::new(archive);
+        let entries = archive.entries().map_err(|err| self.bad_archive(err))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|err| self.bad_archive(err))?;
+            self.entry(&mut entry)?;
+            // Stop early once a pooled write failed; its error is reported by `unpack`.
+            if self.pool.failed() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), StoreError> {
         let kind = entry.header().entry_type();
         let raw_path = entry
@@ -129,6 +161,10 @@ impl Unpacker<'_> {
             };
         }
         self.ensure_parents(&raw_path, &path)?;
+        // A file still being written by the pool may not be visible on disk yet.
+        if self.regular_files.contains(&path) {
+            return Err(self.hostile(&raw_path, HostileEntry::Duplicate));
+        }
 
         let existing = match self.dest.symlink_metadata(&path) {
             Ok(meta) => Some(meta),
@@ -149,16 +185,7 @@ impl Unpacker<'_> {
 
         match kind {
             EntryType::Regular | EntryType::Continuous => {
-                let mut options = OpenOptions::new();
-                options.write(true).create_new(true).mode(0o600);
-                let mut file = self
-                    .dest
-                    .open_with(&path, &options)
-                    .map_err(|err| self.io_error(&path, err))?;
-                io::copy(entry, &mut file).map_err(|err| self.io_error(&path, err))?;
-                file.set_permissions(Permissions::from_mode(mode))
-                    .and_then(|()| file.sync_all())
-                    .map_err(|err| self.io_error(&path, err))?;
+                self.regular_file(entry, &path, mode)?;
                 self.regular_files.insert(path);
                 self.stats.files += 1;
             }
@@ -191,6 +218,8 @@ impl Unpacker<'_> {
                 if !self.regular_files.contains(&target) {
                     return Err(self.hostile(&raw_path, HostileEntry::BadHardLink));
                 }
+                // The target may still be in the pool's hands.
+                self.pool.wait_idle();
                 self.dest
                     .hard_link(&target, self.dest, &path)
                     .map_err(|err| self.io_error(&path, err))?;
@@ -228,6 +257,9 @@ impl Unpacker<'_> {
         let mut prefix = PathBuf::new();
         for component in parent.components() {
             prefix.push(component);
+            if self.regular_files.contains(&prefix) {
+                return Err(self.hostile(raw, HostileEntry::ThroughSymlink));
+            }
             match self.dest.symlink_metadata(&prefix) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => return Err(self.hostile(raw, HostileEntry::ThroughSymlink)),
@@ -248,12 +280,14 @@ impl Unpacker<'_> {
     fn finish(mut self) -> Result<Stats, StoreError> {
         let mut dirs: Vec<_> = self.dirs.drain().collect();
         dirs.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+        // Every file's fsync must be done before the directories are synced and closed up.
+        self.pool.wait_idle();
         for (path, _) in &dirs {
-            // A read-only open: cap-std's open_dir() gives an O_PATH handle, which cannot fsync.
-            self.dest
-                .open(path)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|err| self.io_error(path, err))?;
+            self.pool.submit(Job::SyncDir(path.clone()));
+        }
+        self.pool.wait_idle();
+        if self.pool.failed() {
+            return Ok(self.stats);
         }
         for (path, mode) in &dirs {
             self.dest
@@ -262,6 +296,38 @@ impl Unpacker<'_> {
         }
         self.stats.dirs = dirs.len() as u64;
         Ok(self.stats)
+    }
+
+    /// Creates a regular file; small ones are read into memory and written by the pool, large
+    /// ones written here (so memory stays bounded) and only fsynced by the pool.
+    fn regular_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        mode: u32,
+    ) -> Result<(), StoreError> {
+        let size = entry.header().size().map_err(|err| self.bad_archive(err))?;
+        if size <= POOLED_FILE_MAX {
+            let mut data = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|err| self.bad_archive(err))?;
+            self.pool.submit(Job::Write {
+                path: path.to_path_buf(),
+                data,
+                mode,
+            });
+            return Ok(());
+        }
+        let mut file = create_file(self.dest, path).map_err(|err| self.io_error(path, err))?;
+        io::copy(entry, &mut file).map_err(|err| self.io_error(path, err))?;
+        file.set_permissions(Permissions::from_mode(mode))
+            .map_err(|err| self.io_error(path, err))?;
+        self.pool.submit(Job::Sync {
+            path: path.to_path_buf(),
+            file,
+        });
+        Ok(())
     }
 
     fn hostile(&self, entry: &Path, reason: HostileEntry) -> StoreError {
@@ -286,5 +352,154 @@ impl Unpacker<'_> {
             digest: self.digest,
             err,
         }
+    }
+}
+
+/// Creates a new regular file for writing, never following a symlink at `path`.
+fn create_file(dest: &Dir, path: &Path) -> io::Result<cap_std::fs::File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    dest.open_with(path, &options)
+}
+
+/// Work for the [`Pool`].
+enum Job {
+    /// Create `path`, write `data`, set `mode`, fsync.
+    Write {
+        path: PathBuf,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    /// fsync a file already written.
+    Sync {
+        path: PathBuf,
+        file: cap_std::fs::File,
+    },
+    /// fsync a directory's entries.
+    SyncDir(PathBuf),
+}
+
+impl Job {
+    fn run(self, dest: &Dir) -> Result<(), (PathBuf, io::Error)> {
+        match self {
+            Job::Write { path, data, mode } => create_file(dest, &path)
+                .and_then(|mut file| {
+                    file.write_all(&data)?;
+                    file.set_permissions(Permissions::from_mode(mode))?;
+                    file.sync_all()
+                })
+                .map_err(|err| (path, err)),
+            Job::Sync { path, file } => file.sync_all().map_err(|err| (path, err)),
+            // A read-only open: cap-std's open_dir() gives an O_PATH handle, which cannot fsync.
+            Job::SyncDir(path) => dest
+                .open(&path)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|err| (path, err)),
+        }
+    }
+}
+
+/// Jobs submitted and not finished yet, and the first failure.
+#[derive(Default)]
+struct PoolState {
+    pending: usize,
+    failure: Option<(PathBuf, io::Error)>,
+}
+
+/// A fixed set of threads running [`Job`]s for one extraction, inside the extraction's thread
+/// scope (which joins them).
+struct Pool {
+    digest: Sha256Digest,
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    state: Arc<(Mutex<PoolState>, Condvar)>,
+}
+
+impl Pool {
+    fn start<'scope>(
+        scope: &'scope Scope<'scope, '_>,
+        digest: Sha256Digest,
+        dest: &'scope Dir,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<Job>(4 * POOL_THREADS);
+        let rx = Arc::new(Mutex::new(rx));
+        let state = Arc::new((Mutex::new(PoolState::default()), Condvar::new()));
+        for _ in 0..POOL_THREADS {
+            let rx = Arc::clone(&rx);
+            let state = Arc::clone(&state);
+            scope.spawn(move || work(&rx, &state, dest));
+        }
+        Pool {
+            digest,
+            jobs: Mutex::new(Some(tx)),
+            state,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job; waits while the queue is full.
+    fn submit(&self, job: Job) {
+        self.lock().pending += 1;
+        let sent = match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            finish_job(
+                &self.state,
+                Err((PathBuf::new(), io::Error::other("extraction pool stopped"))),
+            );
+        }
+    }
+
+    /// Whether a job has failed.
+    fn failed(&self) -> bool {
+        self.lock().failure.is_some()
+    }
+
+    /// Waits until every job submitted so far has finished.
+    fn wait_idle(&self) {
+        let mut state = self.lock();
+        while state.pending > 0 {
+            state = self.state.1.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits for the queued jobs, stops the threads and returns the first failure.
+    fn stop(&self) -> Result<(), StoreError> {
+        self.wait_idle();
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match self.lock().failure.take() {
+            None => Ok(()),
+            Some((entry, err)) => Err(StoreError::Extract {
+                digest: self.digest,
+                entry,
+                err,
+            }),
+        }
+    }
+}
+
+/// A pool thread: runs jobs until the queue is closed.
+fn work(jobs: &Mutex<Receiver<Job>>, state: &(Mutex<PoolState>, Condvar), dest: &Dir) {
+    loop {
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        finish_job(state, job.run(dest));
+    }
+}
+
+fn finish_job(state: &(Mutex<PoolState>, Condvar), result: Result<(), (PathBuf, io::Error)>) {
+    let mut guard = state.0.lock().unwrap_or_else(|e| e.into_inner());
+    guard.pending -= 1;
+    if let Err(failure) = result {
+        guard.failure.get_or_insert(failure);
+    }
+    if guard.pending == 0 {
+        state.1.notify_all();
     }
 }

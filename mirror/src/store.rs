@@ -1,9 +1,10 @@
 //! The blob store: its layout, atomic writes, verified reads and once-per-digest extraction.
 
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufReader, BufWriter, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -13,7 +14,7 @@ use tempfile::NamedTempFile;
 use crate::archive::archive_dir;
 use crate::error::StoreError;
 use crate::extract;
-use crate::hashing::{CopyError, HashingReader, HashingWriter, copy_hashing};
+use crate::hashing::{CopyError, HashingReader, PipeError, copy_hashing, write_hashing};
 
 /// A content-addressed store rooted at one directory; see the crate docs for its layout.
 ///
@@ -26,6 +27,9 @@ pub struct BlobStore {
     locks: PathBuf,
     trees: PathBuf,
     rootfs: PathBuf,
+    exec: PathBuf,
+    views: PathBuf,
+    verified: PathBuf,
 }
 
 /// A blob that is now in the store.
@@ -33,6 +37,135 @@ pub struct BlobStore {
 pub struct Stored {
     pub sha256: Sha256Digest,
     pub size: u64,
+}
+
+/// Temporary blob files are named `tmp/blob-*`.
+const TEMP_BLOB_PREFIX: &str = "blob-";
+
+/// An unlocked temporary blob older than this was left by a process that died.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// A fingerprint whose change time is this close to now is not remembered: a write landing in
+/// the same clock tick as the fingerprint could otherwise go unseen (git's "racy" entries).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Bytes written into the store and hashed, not stored yet: [`StagedBlob::commit`] stores them,
+/// dropping the `StagedBlob` removes them. Made by [`BlobStore::stage_file`] and
+/// [`BlobStore::stage_reader`].
+#[derive(Debug)]
+pub struct StagedBlob<'a> {
+    store: &'a BlobStore,
+    temp: NamedTempFile,
+    stored: Stored,
+}
+
+impl StagedBlob<'_> {
+    /// The digest of the staged bytes.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.stored.sha256
+    }
+
+    /// How many bytes were staged.
+    pub fn size(&self) -> u64 {
+        self.stored.size
+    }
+
+    /// The temporary file holding the staged bytes, for checks that need to read them (e.g. a
+    /// signature). Do not write to it: the digest would no longer describe it.
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// Moves the staged bytes into place under their digest (fsynced, then atomically renamed);
+    /// if an intact blob with that digest is stored already, the staged copy is dropped.
+    pub fn commit(self) -> Result<Stored, StoreError> {
+        self.store.commit(self.temp, self.stored)
+    }
+}
+
+/// One file of a [`BlobStore::view`]: the blob `sha256` at `path` inside the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewFile<'a> {
+    /// A relative path of plain components, e.g. `hello.c` or `lib/libz.a`.
+    pub path: &'a str,
+    /// The blob's digest.
+    pub sha256: Sha256Digest,
+    /// Whether the file must be executable (mode 0555 instead of the blob's 0444).
+    pub executable: bool,
+}
+
+/// Which on-disk copy of a blob a fingerprint describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Object {
+    /// `blobs/sha256/..`, mode 0444.
+    Blob,
+    /// `exec/..`, an executable (0555) copy.
+    Exec,
+}
+
+/// What identifies one state of a file on disk: any write through the file system changes its
+/// change time (and the kernel cannot be told to set it back), and replacing the file changes
+/// its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "v1 {} {} {} {}.{:09} {}.{:09}\n",
+            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut fields = text.trim_end().split(' ');
+        if fields.next()? != "v1" {
+            return None;
+        }
+        let mut int = || fields.next()?.parse::<u64>().ok();
+        let (dev, ino, size) = (int()?, int()?, int()?);
+        let mut time = || {
+            let (secs, nanos) = fields.next()?.split_once('.')?;
+            Some((secs.parse().ok()?, nanos.parse().ok()?))
+        };
+        let (mtime, ctime) = (time()?, time()?);
+        Some(Self {
+            dev,
+            ino,
+            size,
+            mtime,
+            ctime,
+        })
+    }
+
+    /// Whether the file had changed so recently when this fingerprint was taken (at `taken`)
+    /// that a later write in the same clock tick might not show in its change time.
+    fn is_racy(&self, taken: SystemTime) -> bool {
+        let changed = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                self.ctime.0.max(0) as u64,
+                self.ctime.1.clamp(0, 999_999_999) as u32,
+            );
+        taken
+            .duration_since(changed)
+            .map_or(true, |age| age < RACY_WINDOW)
+    }
 }
 
 /// Which kind of extracted tree is wanted: a plain tree, or a root filesystem for the sandbox.
@@ -61,6 +194,9 @@ impl BlobStore {
             locks: root.join("locks"),
             trees: root.join("trees"),
             rootfs: root.join("rootfs"),
+            exec: root.join("exec"),
+            views: root.join("views"),
+            verified: root.join("verified"),
         };
         for dir in [
             &store.blobs,
@@ -68,12 +204,16 @@ impl BlobStore {
             &store.locks,
             &store.trees,
             &store.rootfs,
+            &store.exec,
+            &store.views,
+            &store.verified,
         ] {
             fs::create_dir_all(dir).map_err(|err| StoreError::CreateDir {
                 path: dir.clone(),
                 err,
             })?;
         }
+        store.sweep_stale_temps();
         Ok(store)
     }
 
@@ -84,26 +224,47 @@ impl BlobStore {
 
     /// Stores the content of the file at `path`.
     pub fn put_file(&self, path: &Path) -> Result<Stored, StoreError> {
-        let file = File::open(path).map_err(|err| StoreError::ReadSource {
-            path: path.to_path_buf(),
-            err,
-        })?;
-        self.put_stream(file, Some(path))
+        self.stage_file(path)?.commit()
     }
 
     /// Stores everything `reader` yields.
     pub fn put_reader(&self, reader: impl Read) -> Result<Stored, StoreError> {
-        self.put_stream(reader, None)
+        self.stage_reader(reader)?.commit()
+    }
+
+    /// Copies the file at `path` into a temporary file inside the store, hashing it on the way
+    /// (reading, hashing and writing overlap on three threads), without storing it yet: check
+    /// the [`StagedBlob`]'s digest, size or bytes, then [`StagedBlob::commit`] it or drop it.
+    pub fn stage_file(&self, path: &Path) -> Result<StagedBlob<'_>, StoreError> {
+        let file = File::open(path).map_err(|err| StoreError::ReadSource {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        self.stage_stream(file, Some(path))
+    }
+
+    /// Like [`BlobStore::stage_file`], for everything `reader` yields.
+    pub fn stage_reader(&self, reader: impl Read) -> Result<StagedBlob<'_>, StoreError> {
+        self.stage_stream(reader, None)
     }
 
     /// Stores the deterministic archive of `dir` (see [`archive_dir`]), so the same tree always
-    /// gets the same digest.
+    /// gets the same digest. Archiving, hashing and writing overlap on three threads.
     pub fn put_dir(&self, dir: &Path) -> Result<Stored, StoreError> {
         let temp = self.temp_file()?;
-        let mut writer = HashingWriter::new(BufWriter::new(temp.as_file()));
-        archive_dir(dir, &mut writer)?;
-        let (_, sha256, size) = writer.finish().map_err(|err| self.write_temp_error(err))?;
-        self.commit(temp, Stored { sha256, size })
+        let (sha256, size) = write_hashing(temp.as_file(), temp.path(), |chunks| {
+            archive_dir(dir, chunks)
+        })
+        .map_err(|e| match e {
+            PipeError::Produce(err) => err,
+            PipeError::Write(err) => self.write_temp_error(err),
+        })?;
+        let staged = StagedBlob {
+            store: self,
+            temp,
+            stored: Stored { sha256, size },
+        };
+        staged.commit()
     }
 
     /// Whether a blob is stored under `digest`. Does not verify its content.
@@ -123,6 +284,44 @@ impl BlobStore {
                 },
             })?;
         check(digest, actual)
+    }
+
+    /// Like [`BlobStore::verify`], but only re-hashes the blob if it changed on disk since it
+    /// last verified in full: the store remembers each verified blob's device, inode, size,
+    /// mtime and ctime in `verified/`, and any write to the blob changes its ctime. See
+    /// docs/mirror.md ("Performance") for exactly what that does and does not cover.
+    pub fn verify_fast(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.verify_cached(&self.blob_path(digest), digest, Object::Blob)
+    }
+
+    /// A directory holding exactly `files`, each at its path, without copying their bytes:
+    /// every file is a hard link to the stored blob (or, when executable, to a 0555 copy of it
+    /// made once per digest). Views are made once per distinct list of files and shared, like
+    /// trees; every call checks each file with [`BlobStore::verify_fast`]'s rules, so a blob
+    /// changed on disk is refused with [`StoreError::Corrupt`] before anyone uses the view.
+    ///
+    /// The caller must only hand the view out read-only (e.g. a read-only bind mount): its
+    /// files are the store's own blobs.
+    pub fn view(&self, files: &[ViewFile<'_>]) -> Result<PathBuf, StoreError> {
+        let key = view_key(files)?;
+        let target = self.views.join(key.to_string());
+        if !target.is_dir() {
+            self.make_view(files, &target)?;
+        }
+        for file in files {
+            let object = if file.executable {
+                Object::Exec
+            } else {
+                Object::Blob
+            };
+            let checked = self.verify_cached(&target.join(file.path), &file.sha256, object);
+            if let Err(err @ StoreError::Corrupt { .. }) = checked {
+                self.discard_view(&target, file);
+                return Err(err);
+            }
+            checked?;
+        }
+        Ok(target)
     }
 
     /// Reads a whole blob into memory, verified. Meant for small blobs.
@@ -222,11 +421,53 @@ impl BlobStore {
         }
     }
 
+    /// A new temporary blob file, locked for as long as it is open so that
+    /// [`BlobStore::sweep_stale_temps`] can tell it from one a dead process left behind.
     fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
-        tempfile::Builder::new()
-            .prefix("blob-")
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_BLOB_PREFIX)
             .tempfile_in(&self.tmp)
-            .map_err(|err| self.write_temp_error(err))
+            .map_err(|err| self.write_temp_error(err))?;
+        temp.as_file()
+            .lock()
+            .map_err(|err| self.write_temp_error(err))?;
+        Ok(temp)
+    }
+
+    /// Removes temporary blob files that no live process holds: a process that crashed
+    /// mid-write leaves nothing half-written behind for long. A file is only removed when it is
+    /// unlocked and older than [`STALE_AFTER`], so one just created and not locked yet is safe.
+    fn sweep_stale_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.tmp) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(TEMP_BLOB_PREFIX) {
+                continue;
+            }
+            let path = entry.path();
+            let old = fs::symlink_metadata(&path)
+                .ok()
+                .filter(Metadata::is_file)
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER);
+            let unlocked = old
+                && File::open(&path)
+                    .and_then(|f| f.try_lock().map_err(io::Error::from))
+                    .is_ok();
+            if unlocked {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a stale temporary blob")
+                    }
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), %err, "cannot remove a stale temporary blob")
+                    }
+                }
+            }
+        }
     }
 
     fn write_temp_error(&self, err: io::Error) -> StoreError {
@@ -236,25 +477,41 @@ impl BlobStore {
         }
     }
 
-    fn put_stream(&self, mut src: impl Read, source: Option<&Path>) -> Result<Stored, StoreError> {
+    fn stage_stream(
+        &self,
+        mut src: impl Read,
+        source: Option<&Path>,
+    ) -> Result<StagedBlob<'_>, StoreError> {
         let temp = self.temp_file()?;
-        let (sha256, size) = copy_hashing(&mut src, &mut temp.as_file()).map_err(|e| match e {
-            CopyError::Read(err) => match source {
-                Some(path) => StoreError::ReadSource {
-                    path: path.to_path_buf(),
-                    err,
-                },
-                None => StoreError::ReadStream { err },
+        let read_error = |err| match source {
+            Some(path) => StoreError::ReadSource {
+                path: path.to_path_buf(),
+                err,
             },
-            CopyError::Write(err) => self.write_temp_error(err),
+            None => StoreError::ReadStream { err },
+        };
+        let (sha256, size) = write_hashing(temp.as_file(), temp.path(), |chunks| {
+            match chunks.read_from(&mut src) {
+                Ok(read) => read,
+                // The writer stopped; write_hashing reports its error.
+                Err(_) => Ok(()),
+            }
+        })
+        .map_err(|e| match e {
+            PipeError::Produce(err) => read_error(err),
+            PipeError::Write(err) => self.write_temp_error(err),
         })?;
-        self.commit(temp, Stored { sha256, size })
+        Ok(StagedBlob {
+            store: self,
+            temp,
+            stored: Stored { sha256, size },
+        })
     }
 
     /// Moves a fully written temporary file into place under its digest, durably.
     fn commit(&self, temp: NamedTempFile, stored: Stored) -> Result<Stored, StoreError> {
         let digest = stored.sha256;
-        match self.verify(&digest) {
+        match self.verify_cached(&self.blob_path(&digest), &digest, Object::Blob) {
             // Idempotent: an intact blob is never rewritten; the temporary file is dropped.
             Ok(()) => {
                 tracing::debug!(%digest, "blob already stored");
@@ -290,6 +547,201 @@ impl BlobStore {
         sync_dir(shard)?;
         tracing::debug!(%digest, size = stored.size, "stored blob");
         Ok(stored)
+    }
+
+    fn exec_path(&self, digest: &Sha256Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.exec.join(&hex[..2]).join(&hex)
+    }
+
+    fn fingerprint_path(&self, digest: &Sha256Digest, object: Object) -> PathBuf {
+        match object {
+            Object::Blob => self.verified.join(digest.to_string()),
+            Object::Exec => self.verified.join(format!("{digest}.x")),
+        }
+    }
+
+    /// Checks that the file at `path` (the blob, a copy of it, or a hard link to either) holds
+    /// the bytes of `digest`: at once if its fingerprint is the one remembered when it last
+    /// hashed correctly, by hashing it in full otherwise.
+    fn verify_cached(
+        &self,
+        path: &Path,
+        digest: &Sha256Digest,
+        object: Object,
+    ) -> Result<(), StoreError> {
+        let read_error = |err| StoreError::ReadBlob {
+            digest: *digest,
+            path: path.to_path_buf(),
+            err,
+        };
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { digest: *digest });
+            }
+            Err(err) => return Err(read_error(err)),
+        };
+        let taken = SystemTime::now();
+        let before = Fingerprint::of(&file.metadata().map_err(read_error)?);
+        let remembered_at = self.fingerprint_path(digest, object);
+        let remembered = fs::read_to_string(&remembered_at)
+            .ok()
+            .and_then(|text| Fingerprint::decode(&text));
+        if remembered == Some(before) {
+            return Ok(());
+        }
+        let (actual, _) = copy_hashing(&mut file, &mut io::sink()).map_err(|e| match e {
+            CopyError::Read(err) | CopyError::Write(err) => read_error(err),
+        })?;
+        if let Err(err) = check(digest, actual) {
+            let _ = fs::remove_file(&remembered_at);
+            return Err(err);
+        }
+        let after = Fingerprint::of(&file.metadata().map_err(read_error)?);
+        if after == before && !before.is_racy(taken) {
+            self.remember(&remembered_at, &after);
+        }
+        tracing::debug!(%digest, path = %path.display(), size = after.size, "verified in full");
+        Ok(())
+    }
+
+    /// Writes a fingerprint file atomically. Failing only costs a re-hash next time.
+    fn remember(&self, at: &Path, fingerprint: &Fingerprint) {
+        let written = tempfile::Builder::new()
+            .prefix("fingerprint-")
+            .tempfile_in(&self.tmp)
+            .and_then(|mut temp| {
+                io::Write::write_all(&mut temp, fingerprint.encode().as_bytes())?;
+                temp.persist(at).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(err) = written {
+            tracing::warn!(path = %at.display(), %err, "cannot remember a verified blob");
+        }
+    }
+
+    /// The 0555 copy of a blob that executable view files link to, made (verified) if missing.
+    fn exec_copy(&self, digest: &Sha256Digest) -> Result<PathBuf, StoreError> {
+        let path = self.exec_path(digest);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let (mut blob, blob_path) = self.open_blob(digest)?;
+        let temp = self.temp_file()?;
+        let (actual, _) = copy_hashing(&mut blob, &mut temp.as_file()).map_err(|e| match e {
+            CopyError::Read(err) => StoreError::ReadBlob {
+                digest: *digest,
+                path: blob_path,
+                err,
+            },
+            CopyError::Write(err) => self.write_temp_error(err),
+        })?;
+        check(digest, actual)?;
+        let file = temp.as_file();
+        file.set_permissions(Permissions::from_mode(0o555))
+            .and_then(|()| file.sync_all())
+            .map_err(|err| StoreError::Sync {
+                path: temp.path().to_path_buf(),
+                err,
+            })?;
+        let shard = path.parent().unwrap_or(&self.exec);
+        create_dir(shard)?;
+        // Another process may have made the same copy meanwhile; either is fine.
+        match temp.persist_noclobber(&path) {
+            Ok(_) => sync_dir(shard)?,
+            Err(e) if path.is_file() => drop(e),
+            Err(e) => {
+                return Err(StoreError::Rename {
+                    from: e.file.path().to_path_buf(),
+                    to: path,
+                    err: e.error,
+                });
+            }
+        }
+        Ok(path)
+    }
+
+    /// Removes a view that holds a damaged file, and the damaged executable copy if that is what
+    /// it linked to, so the next [`BlobStore::view`] links to the store's blob again (e.g. after
+    /// it was re-imported).
+    fn discard_view(&self, view: &Path, damaged: &ViewFile<'_>) {
+        if damaged.executable {
+            let _ = fs::remove_file(self.exec_path(&damaged.sha256));
+        }
+        let Ok(aside) = tempfile::Builder::new()
+            .prefix("stale-view-")
+            .tempdir_in(&self.tmp)
+        else {
+            return;
+        };
+        let aside = aside.keep();
+        let moved = aside.join("view");
+        if fs::rename(view, &moved).is_ok() {
+            tracing::warn!(view = %view.display(), "discarded a view holding a damaged file");
+        }
+        if let Err(err) = fs::remove_dir_all(&aside) {
+            tracing::warn!(path = %aside.display(), %err, "cannot remove a discarded view");
+        }
+    }
+
+    /// Builds a view under `tmp/` and renames it to `target`; if another thread or process got
+    /// there first, theirs is kept.
+    fn make_view(&self, files: &[ViewFile<'_>], target: &Path) -> Result<(), StoreError> {
+        let staging = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(&self.tmp)
+            .map_err(|err| self.write_temp_error(err))?;
+        let mut dirs = vec![staging.path().to_path_buf()];
+        for file in files {
+            let source = if file.executable {
+                self.exec_copy(&file.sha256)?
+            } else {
+                let path = self.blob_path(&file.sha256);
+                if !path.is_file() {
+                    return Err(StoreError::Missing {
+                        digest: file.sha256,
+                    });
+                }
+                path
+            };
+            let dest = staging.path().join(file.path);
+            if let Some(parent) = dest.parent().filter(|p| !p.is_dir()) {
+                fs::create_dir_all(parent).map_err(|err| StoreError::CreateDir {
+                    path: parent.to_path_buf(),
+                    err,
+                })?;
+                dirs.push(parent.to_path_buf());
+            }
+            fs::hard_link(&source, &dest).map_err(|err| StoreError::Link {
+                from: source,
+                to: dest,
+                err,
+            })?;
+        }
+        for dir in dirs.iter().rev() {
+            fs::set_permissions(dir, Permissions::from_mode(0o755))
+                .map_err(|err| self.write_temp_error(err))?;
+            sync_dir(dir)?;
+        }
+        let staged = staging.keep();
+        match fs::rename(&staged, target) {
+            Ok(()) => sync_dir(&self.views),
+            Err(_) if target.is_dir() => {
+                if let Err(err) = fs::remove_dir_all(&staged) {
+                    tracing::warn!(path = %staged.display(), %err, "cannot remove a staged view");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let _ = fs::remove_dir_all(&staged);
+                Err(StoreError::Rename {
+                    from: staged,
+                    to: target.to_path_buf(),
+                    err,
+                })
+            }
+        }
     }
 
     fn extracted(&self, digest: &Sha256Digest, kind: TreeKind) -> Result<PathBuf, StoreError> {
@@ -384,6 +836,50 @@ fn check(digest: &Sha256Digest, actual: Sha256Digest) -> Result<(), StoreError> 
             digest: *digest,
             actual,
         })
+    }
+}
+
+/// The name of a view: the digest of its sorted list of files. Refuses paths that are not plain
+/// relative paths, and lists where one path is another's parent or appears twice.
+fn view_key(files: &[ViewFile<'_>]) -> Result<Sha256Digest, StoreError> {
+    let mut sorted: Vec<&ViewFile<'_>> = files.iter().collect();
+    sorted.sort_by_key(|f| f.path);
+    let mut listing = String::new();
+    for (i, file) in sorted.iter().enumerate() {
+        let bad = |reason| StoreError::BadViewPath {
+            path: file.path.to_owned(),
+            reason,
+        };
+        let plain = !file.path.is_empty()
+            && Path::new(file.path)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(bad("not a plain relative path"));
+        }
+        if let Some(previous) = i.checked_sub(1).map(|j| sorted[j].path) {
+            if previous == file.path {
+                return Err(bad("listed twice"));
+            }
+            if Path::new(file.path).starts_with(previous) {
+                return Err(bad("inside another file's path"));
+            }
+        }
+        let mode = if file.executable { "x" } else { "-" };
+        listing.push_str(&format!("{}\0{}\0{mode}\n", file.path, file.sha256));
+    }
+    Ok(Sha256Digest::of(listing.as_bytes()))
+}
+
+/// Creates a directory if it is missing, and makes its name durable when it was.
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    match fs::create_dir(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(path)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(StoreError::CreateDir {
+            path: path.to_path_buf(),
+            err,
+        }),
     }
 }
 
