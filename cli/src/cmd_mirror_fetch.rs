@@ -34,6 +34,7 @@ pub async fn fetch(
     let tmp_dir = controller.data_dir().join("tmp");
     std::fs::create_dir_all(&tmp_dir)
         .with_context(|| format!("cannot create {}", tmp_dir.display()))?;
+    sweep_stale_downloads(&tmp_dir);
     let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
         .with_context(|| format!("cannot create a temporary file in {}", tmp_dir.display()))?;
     let tmp_path = tmp.path().to_owned();
@@ -59,6 +60,28 @@ pub async fn fetch(
         .with_context(|| format!("cannot add {url} as {name}"))?;
     crate::cmd_mirror::print_added(&entry, outcome);
     Ok(())
+}
+
+/// Downloads older than a day are what a killed `kiln mirror fetch` left behind: a live one
+/// writes to its file continuously.
+const STALE_DOWNLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes stale downloads (best effort: a file that cannot be removed is left for next time).
+fn sweep_stale_downloads(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_DOWNLOAD);
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The URL path's last segment, if it can be a file name.

@@ -279,12 +279,12 @@ impl Controller {
 
     /// Adds a single file to the mirror as NAME@VERSION with the evidence in `admission`.
     ///
-    /// The policy is read now (so edits apply without a restart). Without a policy or any
-    /// evidence the file is streamed into the store as before. Otherwise the file is read into
-    /// memory once; the digest, signature (plain or in a Sigstore bundle), kiln provenance,
-    /// license and policy are all checked over those bytes, and only then are the same bytes
-    /// written to the store: a refused file leaves no blob and no row, and a file changed while
-    /// it is being added cannot swap the verified bytes for others.
+    /// The policy is read now (so edits apply without a restart). The file is staged once:
+    /// copied into a temporary file in the store while it is hashed. The digest, signature
+    /// (plain or in a Sigstore bundle), kiln provenance, license and policy are all checked
+    /// against the staged copy, and only then is that copy committed under its digest: a
+    /// refused file leaves no blob and no row, and a file changed while it is being added
+    /// cannot swap the verified bytes for others.
     ///
     /// Bytes kiln built are recognised by digest even without `--provenance`: an artifact this
     /// controller published is admitted only when its provenance (from the store) verifies.
@@ -307,26 +307,14 @@ impl Controller {
                 path: path.to_owned(),
             });
         };
-        if policy.is_none() && admission.is_bare() {
-            // Bytes this controller published are in the store already, with their provenance:
-            // a refusal here stores nothing new.
-            let stored = self.store.put_file(path)?;
-            let mut evidence = no_evidence(None);
-            self.check_built(&reference, stored.sha256, admission, None, &mut evidence)
-                .await?;
-            return self
-                .catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
-                .await;
-        }
         if let Some(policy) = &policy {
             refuse_on(policy.check_name(reference.name()))?;
             refuse_on(policy.check_size(reference.name(), meta.len()))?;
         }
-        let bytes = fs::read(path).map_err(|source| ControllerError::ReadSource {
-            path: path.to_owned(),
-            source,
-        })?;
-        let digest = Sha256Digest::of(&bytes);
+        // Staged: hashed on the way into a temporary file in the store, checked there, and
+        // only given its name (committed) once every check passed; dropped otherwise.
+        let staged = self.store.stage_file(path)?;
+        let digest = staged.sha256();
         check_expected(path, admission.expected, digest)?;
         let mut evidence = MirrorEvidence {
             asserted: admission
@@ -335,7 +323,7 @@ impl Controller {
             ..no_evidence(policy.as_ref())
         };
         evidence.details.fetched = admission.fetched.clone();
-        let signer = self.check_signature(path, &bytes, admission, &mut evidence)?;
+        let signer = self.check_signature(path, staged.path(), admission, &mut evidence)?;
         let provenance = self
             .check_built(
                 &reference,
@@ -349,7 +337,7 @@ impl Controller {
             self.check_license(policy, &reference, admission.license, &mut evidence)?;
             let candidate = Candidate {
                 name: reference.name(),
-                size: bytes.len() as u64,
+                size: staged.size(),
                 verified_signer: signer.as_ref(),
             };
             match policy.decide(&candidate) {
@@ -365,19 +353,19 @@ impl Controller {
         if let Some(document) = provenance {
             self.store.put_reader(document.as_bytes())?;
         }
-        let stored = self.store.put_reader(&bytes[..])?;
-        debug_assert_eq!(stored.sha256, digest);
+        let stored = staged.commit()?;
         self.catalogue(reference, stored, BlobKind::File { file_name }, &evidence)
             .await
     }
 
-    /// Verifies a plain signature or a Sigstore bundle over `bytes`, recording it in
-    /// `evidence`; returns the verifying key's id. A signature that does not verify is always
-    /// refused, policy or not.
+    /// Verifies a plain signature or a Sigstore bundle over the staged bytes at `staged`,
+    /// recording it in `evidence`; returns the verifying key's id. A signature that does not
+    /// verify is always refused, policy or not. (The signed bytes are read into memory for
+    /// the check: a rule's `max_size` bounds them.)
     fn check_signature(
         &self,
         path: &Path,
-        bytes: &[u8],
+        staged: &Path,
         admission: &Admission<'_>,
         evidence: &mut MirrorEvidence,
     ) -> Result<Option<KeyId>, ControllerError> {
@@ -394,6 +382,10 @@ impl Controller {
             (None, None, None) => return Ok(None),
             _ => return Err(ControllerError::SignatureWithoutKey),
         };
+        let bytes = &fs::read(staged).map_err(|source| ControllerError::ReadSource {
+            path: path.to_owned(),
+            source,
+        })?[..];
         let refused = |what: &Path, detail: String| ControllerError::Refused {
             reason: format!(
                 "{} does not verify over {} with key {} ({}): {detail}",
@@ -660,20 +652,6 @@ pub struct Admission<'a> {
     /// The file name steps see (default: the file's own name).
     pub file_name: Option<&'a str>,
     pub policy: Option<&'a Path>,
-}
-
-impl Admission<'_> {
-    /// Nothing but the file: it may be streamed into the store.
-    fn is_bare(&self) -> bool {
-        self.expected.is_none()
-            && self.signature.is_none()
-            && self.bundle.is_none()
-            && self.key.is_none()
-            && self.certificate.is_none()
-            && self.provenance.is_none()
-            && self.license.is_none()
-            && self.fetched.is_none()
-    }
 }
 
 /// Decides every package's license of a root filesystem under the rule for `name`, before
