@@ -76,6 +76,9 @@ pub enum MirrorCommand {
     /// Vulnerability advisories (OSV JSON), matched against entries by name and version.
     #[command(subcommand)]
     Advisories(AdvisoriesCommand),
+    /// Git mirrors: the repositories pipelines name under `sources:` (docs/git-sources.md).
+    #[command(subcommand)]
+    Git(crate::cmd_mirror_git::GitCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +206,7 @@ pub fn run(
             MirrorCommand::Advisories(AdvisoriesCommand::Import { file }) => {
                 import_advisories(controller.state(), &file).await?;
             }
+            MirrorCommand::Git(cmd) => crate::cmd_mirror_git::run(&controller, cmd).await?,
         }
         controller.state().close().await;
         Ok(ExitCode::SUCCESS)

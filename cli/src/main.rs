@@ -9,6 +9,7 @@ mod cmd_daemon;
 mod cmd_keys;
 mod cmd_logs;
 mod cmd_mirror;
+mod cmd_mirror_git;
 mod cmd_run;
 mod cmd_submit;
 mod cmd_verify;

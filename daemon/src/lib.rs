@@ -15,6 +15,7 @@ pub mod affected;
 pub mod audit;
 pub mod controller;
 pub mod dispatch;
+pub mod git_sources;
 pub mod http;
 pub mod metrics;
 pub mod pki;
