@@ -19,7 +19,7 @@ pub enum GitCommand {
         name: String,
         /// Only admit commits carrying an SSH signature by one of these keys (git's
         /// allowed-signers format: `PRINCIPAL KEY-TYPE BASE64-KEY`). Given again on a later
-        /// add, it replaces the list; left out, commits need no signature.
+        /// add, it replaces the list; left out, the mirror keeps the list it has, if any.
         #[arg(long, value_name = "FILE")]
         allowed_signers: Option<PathBuf>,
     },

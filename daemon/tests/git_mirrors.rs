@@ -34,6 +34,12 @@ async fn a_git_mirror_name_stays_bound_to_its_first_origin(backend: Backend) {
     };
     assert_eq!(second.added_at, first.added_at);
     assert_eq!(second.allowed_signers.as_deref(), Some(signers));
+    // Fetched again without signers: the policy stays.
+    let again = state
+        .bind_git_mirror("app", "/repos/app", None, now)
+        .await
+        .unwrap();
+    assert!(matches!(again, GitMirrorBinding::Updated(ref m) if *m == second));
 
     // Another origin: refused, and nothing changes.
     let other = state

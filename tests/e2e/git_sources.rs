@@ -331,6 +331,10 @@ fn with_allowed_signers_only_their_signed_commits_run_and_the_signer_is_recorded
     assert!(shown.contains("is not signed"), "{shown}");
     let shown = refused(&env, "mallory.yaml", &pipeline(&bad, None));
     assert!(shown.contains("which is not an allowed signer"), "{shown}");
+    // Fetched again without --allowed-signers: the policy stays.
+    add_mirror(&env, &origin, &[]);
+    let shown = refused(&env, "unsigned-again.yaml", &pipeline(&unsigned, None));
+    assert!(shown.contains("is not signed"), "{shown}");
 }
 
 cluster_tests! {

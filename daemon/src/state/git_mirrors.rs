@@ -24,15 +24,16 @@ pub struct GitMirror {
 pub enum GitMirrorBinding {
     /// The name was new.
     Added(GitMirror),
-    /// The name was already bound to this origin; its allowed signers are now the ones given.
+    /// The name was already bound to this origin; its allowed signers are now the ones given,
+    /// or the ones it had when none were given.
     Updated(GitMirror),
     /// The name is bound to another origin; nothing was changed.
     OtherOrigin(GitMirror),
 }
 
 impl State {
-    /// Binds `name` to `origin`, or updates its allowed signers if it is already bound to the
-    /// same origin. A name is never re-bound to another origin.
+    /// Binds `name` to `origin`, or replaces its allowed signers (when some are given) if it is
+    /// already bound to the same origin. A name is never re-bound to another origin.
     pub async fn bind_git_mirror(
         &self,
         name: &str,
@@ -62,15 +63,22 @@ impl State {
         if existing.origin != origin {
             return Ok(GitMirrorBinding::OtherOrigin(existing));
         }
-        sqlx::query("UPDATE git_mirrors SET allowed_signers = $1 WHERE name = $2 AND origin = $3")
-            .bind(allowed_signers)
-            .bind(name)
-            .bind(origin)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("update git mirror"))?;
+        // Leaving the signers out keeps the ones there: a plain re-fetch never drops the policy.
+        sqlx::query(
+            "UPDATE git_mirrors SET allowed_signers = COALESCE($1, allowed_signers)
+             WHERE name = $2 AND origin = $3",
+        )
+        .bind(allowed_signers)
+        .bind(name)
+        .bind(origin)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("update git mirror"))?;
+        let allowed_signers = allowed_signers
+            .map(str::to_owned)
+            .or(existing.allowed_signers.clone());
         Ok(GitMirrorBinding::Updated(GitMirror {
-            allowed_signers: allowed_signers.map(str::to_owned),
+            allowed_signers,
             ..existing
         }))
     }
