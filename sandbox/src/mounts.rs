@@ -257,10 +257,16 @@ pub fn describe(spec: &SandboxSpec) -> Description {
 }
 
 /// Refuses a rootfs that lacks one of the directories the sandbox mounts over, or where one of
-/// them is a symlink (which would send a mount outside the rootfs).
-pub(crate) fn check_rootfs(rootfs: &Path) -> Result<(), SetupError> {
-    let paths =
-        std::iter::once(rootfs.to_owned()).chain(REQUIRED_DIRS.iter().map(|dir| rootfs.join(dir)));
+/// them is a symlink (which would send a mount outside the rootfs). `/src` is only needed, and
+/// only checked, when the spec mounts git sources: a rootfs extracted before it existed lacks it.
+pub(crate) fn check_rootfs(spec: &SandboxSpec) -> Result<(), SetupError> {
+    let rootfs = &spec.rootfs;
+    let has_sources = spec.inputs.iter().any(|i| i.root == MountRoot::Src);
+    let dirs = REQUIRED_DIRS
+        .iter()
+        .copied()
+        .chain(has_sources.then_some("src"));
+    let paths = std::iter::once(rootfs.to_owned()).chain(dirs.map(|dir| rootfs.join(dir)));
     for path in paths {
         let stat = lstat(&path).map_err(|source| SetupError::Inspect {
             path: path.clone(),
@@ -550,6 +556,25 @@ mod tests {
         assert!(bind < read_only);
         // The source is not also under /in.
         assert!(!ops.iter().any(|op| op.target() == Path::new("/in/app")));
+    }
+
+    #[test]
+    fn a_rootfs_without_src_serves_only_steps_without_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        for dir in REQUIRED_DIRS {
+            std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        }
+        let mut spec = example();
+        spec.rootfs = tmp.path().to_owned();
+        check_rootfs(&spec).unwrap();
+        spec.inputs[0].root = MountRoot::Src;
+        let err = check_rootfs(&spec).unwrap_err();
+        assert!(
+            matches!(&err, SetupError::Inspect { path, .. } if path.ends_with("src")),
+            "{err}"
+        );
+        std::fs::create_dir(tmp.path().join("src")).unwrap();
+        check_rootfs(&spec).unwrap();
     }
 
     #[test]
