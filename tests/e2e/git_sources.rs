@@ -260,6 +260,30 @@ fn a_mirror_name_stays_bound_to_its_origin() {
         text(&out)
     );
     assert!(!env.data_dir().join("git/web.git").exists());
+    // An allowed-signers file kiln cannot honour exactly is refused before anything is written.
+    let signers = env.write(
+        "signers",
+        "ca@example.com cert-authority ssh-ed25519 AAAA\n",
+    );
+    let out = env.kiln(&[
+        "mirror",
+        "git",
+        "add",
+        origin.to_str().unwrap(),
+        "--name",
+        "lib",
+        "--allowed-signers",
+        signers.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("line 1: option \"cert-authority\" is not supported"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.data_dir().join("git/lib.git").exists());
+    let listed = env.kiln_ok(&["mirror", "git", "list"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
 }
 
 /// A fresh Ed25519 key at `DIR/NAME`; its public key line.
