@@ -1,6 +1,6 @@
 //! Input staging: make every declared input available as a host directory that the sandbox
-//! bind-mounts read-only at `/in/<name>`. Every byte comes from the store and is re-verified on
-//! the way out.
+//! bind-mounts read-only at `/in/<name>` (git sources at `/src/<name>`). Every byte comes from
+//! the store and is re-verified on the way out.
 
 use std::fs;
 use std::io;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_core::{BlobKind, InputSource, MirrorInput, StagedInput};
 use kiln_mirror::BlobStore;
-use kiln_sandbox::InputMount;
+use kiln_sandbox::{InputMount, MountRoot};
 
 use crate::collect::safe_relative;
 
@@ -96,8 +96,22 @@ pub fn stage_inputs(
     let mut mounts = Vec::with_capacity(inputs.len());
     for input in inputs {
         let name = &input.mount_name;
+        let root = match &input.source {
+            InputSource::Git(_) => MountRoot::Src,
+            InputSource::Mirror(_) | InputSource::Step { .. } => MountRoot::In,
+        };
         let source = match &input.source {
             InputSource::Mirror(mirror) => stage_mirror(store, name, mirror, in_root)?,
+            // A commit's tree, shared from the store's once-per-digest extraction.
+            InputSource::Git(git) => {
+                store
+                    .tree(&git.sha256)
+                    .map_err(|source| StageError::Store {
+                        input: name.clone(),
+                        sha256: git.sha256,
+                        source: Box::new(source),
+                    })?
+            }
             InputSource::Step { outputs, .. } => {
                 let dir = in_root.join(name);
                 create_dir(&dir)?;
@@ -117,6 +131,7 @@ pub fn stage_inputs(
         mounts.push(InputMount {
             source,
             name: name.clone(),
+            root,
         });
     }
     Ok(mounts)
