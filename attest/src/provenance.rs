@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kiln_core::{BlobKind, InputSource, MirrorInput, Sha256Digest, StepRecord};
+use kiln_core::{BlobKind, GitInput, InputSource, MirrorInput, Sha256Digest, StepRecord};
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
 
@@ -143,6 +143,16 @@ pub fn mirror_uri(input: &MirrorInput) -> String {
     )
 }
 
+/// The `uri` of a git source: `git+file://ORIGIN@COMMIT`, after the SLSA convention of naming
+/// a git dependency `git+URL@REVISION`.
+pub fn git_uri(input: &GitInput) -> String {
+    format!(
+        "git+file://{}@{}",
+        encode_uri_path(&input.origin),
+        input.commit
+    )
+}
+
 /// The `uri` of a step output: `kiln:step/STEP/PATH`.
 pub fn step_output_uri(step: &str, path: &str) -> String {
     format!(
@@ -171,6 +181,7 @@ pub fn build_statement(
         for input in &rec.inputs {
             match &input.source {
                 InputSource::Mirror(m) => deps.insert(mirror_descriptor(m))?,
+                InputSource::Git(g) => deps.insert(git_descriptor(&input.mount_name, g))?,
                 InputSource::Step { step, outputs } => {
                     upstream.insert(step.clone());
                     for out in outputs {
@@ -359,6 +370,32 @@ fn mirror_descriptor(input: &MirrorInput) -> ResourceDescriptor {
         name: Some(input.reference.to_string()),
         uri: Some(mirror_uri(input)),
         digest: DigestSet::sha256(input.sha256),
+        annotations,
+        ..Default::default()
+    }
+}
+
+/// A git source: the commit id as `gitCommit` beside the sha256 of the exported tree, and who
+/// signed the commit when the mirror requires signatures.
+fn git_descriptor(name: &str, input: &GitInput) -> ResourceDescriptor {
+    let mut annotations = BTreeMap::from([
+        ("kind".to_owned(), "git".into()),
+        ("mirror".to_owned(), input.mirror.as_str().into()),
+    ]);
+    if let Some(git_ref) = &input.git_ref {
+        annotations.insert("ref".to_owned(), git_ref.as_str().into());
+    }
+    if let Some(signer) = &input.signer {
+        annotations.insert("signer".to_owned(), signer.principal.as_str().into());
+        annotations.insert("signerKey".to_owned(), signer.fingerprint.as_str().into());
+    }
+    ResourceDescriptor {
+        name: Some(name.to_owned()),
+        uri: Some(git_uri(input)),
+        digest: DigestSet {
+            sha256: Some(input.sha256),
+            other: BTreeMap::from([("gitCommit".to_owned(), input.commit.clone())]),
+        },
         annotations,
         ..Default::default()
     }

@@ -90,6 +90,9 @@ pub enum MirrorCommand {
     /// for package managers inside network-denied steps (docs/package-index.md).
     #[command(subcommand)]
     Index(crate::cmd_mirror_index::IndexCommand),
+    /// Git mirrors: the repositories pipelines name under `sources:` (docs/git-sources.md).
+    #[command(subcommand)]
+    Git(crate::cmd_mirror_git::GitCommand),
 }
 
 /// The evidence a file can be presented with (docs/mirror.md, "Evidence").
@@ -287,6 +290,7 @@ pub fn run(
                 import_advisories(controller.state(), &file).await?;
             }
             MirrorCommand::Index(cmd) => crate::cmd_mirror_index::run(&controller, cmd).await?,
+            MirrorCommand::Git(cmd) => crate::cmd_mirror_git::run(&controller, cmd).await?,
         }
         controller.state().close().await;
         Ok(ExitCode::SUCCESS)

@@ -111,9 +111,15 @@ pub fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         let key = controller
             .signing_key(args.key.as_deref())
             .context("cannot load the signing key")?;
+        let git_dir = controller.git_dir();
+        let git = kiln_daemon::run::GitSources {
+            dir: &git_dir,
+            store: controller.store(),
+        };
         let run = kiln_daemon::run::accept(
             controller.state(),
             &|d| controller.store().contains(d),
+            git,
             pipeline,
             source,
         )

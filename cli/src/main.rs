@@ -10,6 +10,7 @@ mod cmd_keys;
 mod cmd_logs;
 mod cmd_mirror;
 mod cmd_mirror_fetch;
+mod cmd_mirror_git;
 mod cmd_mirror_index;
 mod cmd_run;
 mod cmd_submit;

@@ -20,4 +20,6 @@ pub use record::{
     ExitRecord, LimitEventRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord,
     UsageRecord,
 };
-pub use spec::{BlobKind, InputSource, MirrorInput, ResourceRequest, StagedInput, StepSpec};
+pub use spec::{
+    BlobKind, GitInput, GitSigner, InputSource, MirrorInput, ResourceRequest, StagedInput, StepSpec,
+};

@@ -28,12 +28,43 @@ pub struct MirrorInput {
     pub kind: BlobKind,
 }
 
+/// A git source resolved when the run was accepted: one commit of a git mirror, exported as a
+/// deterministic tree into the store and staged read-only at `/src/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitInput {
+    /// The git mirror's name (`kiln mirror git add --name`).
+    pub mirror: String,
+    /// Where the mirror was fetched from (an absolute path), as recorded when it was added.
+    pub origin: String,
+    /// The full commit id, 40 lowercase hex digits, checked against the commit's content.
+    pub commit: String,
+    /// The branch or tag the pipeline cross-checked against `commit`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The commit's tree as a deterministic tar archive in the store.
+    pub sha256: Sha256Digest,
+    /// Who signed the commit, when the mirror only admits signed commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<GitSigner>,
+}
+
+/// The allowed signer whose SSH signature on a commit verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSigner {
+    /// The principal of the allowed-signers line that matched, e.g. an email address.
+    pub principal: String,
+    /// The key's fingerprint, `SHA256:<base64>` as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+}
+
 /// Where a staged input comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "source")]
 pub enum InputSource {
     /// A vetted mirror entry.
     Mirror(MirrorInput),
+    /// A commit of a git mirror, staged at `/src/<mount_name>` rather than under `/in`.
+    Git(GitInput),
     /// The published outputs of an upstream step of the same run.
     Step {
         step: String,
@@ -41,7 +72,8 @@ pub enum InputSource {
     },
 }
 
-/// One input as the step sees it: read-only at `/in/<mount_name>`.
+/// One input as the step sees it: read-only at `/in/<mount_name>` (`/src/<mount_name>` for a
+/// git source).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedInput {
     pub mount_name: String,

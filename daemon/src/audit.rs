@@ -156,6 +156,7 @@ fn sandbox_evidence(record: &StepRecord) -> SandboxEvidence {
 fn input_digest(source: &InputSource) -> String {
     match source {
         InputSource::Mirror(m) => format!("{} sha256:{}", m.reference, m.sha256),
+        InputSource::Git(g) => format!("git {}@{} sha256:{}", g.mirror, g.commit, g.sha256),
         InputSource::Step { step, outputs } => {
             let listed: Vec<String> = outputs
                 .iter()

@@ -139,6 +139,11 @@ impl Controller {
         &self.data_dir
     }
 
+    /// `DATA/git`, where every git mirror is kept as a bare `NAME.git` (docs/git-sources.md).
+    pub fn git_dir(&self) -> PathBuf {
+        self.data_dir.join("git")
+    }
+
     /// The state database.
     pub fn state(&self) -> &State {
         &self.state

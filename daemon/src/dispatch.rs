@@ -186,9 +186,15 @@ impl Dispatcher {
             sha256,
         };
         let store = self.controller.store();
+        let git_dir = self.controller.git_dir();
+        let git = crate::run::GitSources {
+            dir: &git_dir,
+            store,
+        };
         let accepted = crate::run::accept_with(
             self.controller.state(),
             &|d| store.contains(d),
+            git,
             pipeline,
             source,
             Dispatch::Leased {
@@ -263,7 +269,7 @@ impl Dispatcher {
                     "run {run_id}: stored pipeline no longer parses: {first}"
                 ))
             })?;
-        let (rootfs, inputs) = crate::state::parse_resolution(&kept.resolution_json)?;
+        let (rootfs, inputs, sources) = crate::state::parse_resolution(&kept.resolution_json)?;
         let run = Arc::new(AcceptedRun {
             id: kept.id,
             pipeline,
@@ -273,6 +279,7 @@ impl Dispatcher {
             },
             rootfs,
             inputs,
+            sources,
             started_at: kept.started_at,
         });
         self.lock_runs().insert(run_id.to_owned(), run.clone());

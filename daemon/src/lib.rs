@@ -17,6 +17,7 @@ pub mod audit;
 pub mod controller;
 pub mod dispatch;
 pub mod evidence;
+pub mod git_sources;
 pub mod http;
 pub mod metrics;
 pub mod pki;

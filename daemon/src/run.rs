@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest};
-use kiln_pipelines::Pipeline;
+use kiln_core::{BlobKind, GitInput, MirrorInput, MirrorRef, Sha256Digest};
+use kiln_mirror::BlobStore;
+use kiln_pipelines::{Pipeline, SourceDecl};
 use time::OffsetDateTime;
 
 use crate::state::{MirrorEntry, NewRun, NewStep, State, StateError, Submission};
@@ -46,8 +47,28 @@ pub enum AcceptError {
         reason: String,
         revoked_at: String,
     },
+    #[error(
+        "source {source_name}: there is no git mirror {git} (add it with `kiln mirror git add PATH --name {git}`)"
+    )]
+    UnknownGitMirror { source_name: String, git: String },
+    /// The commit is missing, forged, unreachable, not at the pipeline's ref, or unsigned.
+    /// The git error is part of the one-line message rather than a separate cause.
+    #[error("source {source_name}: {err}")]
+    Git {
+        source_name: String,
+        err: kiln_mirror::git::GitError,
+    },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Where git sources are resolved: the bare mirrors under `DATA/git` and the store their
+/// trees are exported into.
+#[derive(Clone, Copy, Debug)]
+pub struct GitSources<'a> {
+    /// `DATA/git`: one `NAME.git` per git mirror.
+    pub dir: &'a std::path::Path,
+    pub store: &'a BlobStore,
 }
 
 /// A step requires a label the machine `kiln run` runs on does not offer.
@@ -79,6 +100,8 @@ pub struct AcceptedRun {
     pub source: PipelineSource,
     pub rootfs: MirrorInput,
     pub inputs: BTreeMap<String, MirrorInput>,
+    /// Git sources, each a checked commit with its tree in the store.
+    pub sources: BTreeMap<String, GitInput>,
     pub started_at: OffsetDateTime,
 }
 
@@ -121,6 +144,48 @@ async fn resolve(
     Ok(to_input(entry))
 }
 
+/// Checks the pinned commit of source `name` in its git mirror (it exists, its id matches its
+/// content, a branch or tag reaches it, the pipeline's `ref` points at it) and exports its tree
+/// into the store.
+///
+/// The git work is synchronous file I/O on the caller's thread.
+async fn resolve_source(
+    state: &State,
+    git: GitSources<'_>,
+    name: &str,
+    decl: &SourceDecl,
+) -> Result<GitInput, AcceptError> {
+    let mirror =
+        state
+            .git_mirror(&decl.git)
+            .await?
+            .ok_or_else(|| AcceptError::UnknownGitMirror {
+                source_name: name.to_owned(),
+                git: decl.git.clone(),
+            })?;
+    let git_error = |err| AcceptError::Git {
+        source_name: name.to_owned(),
+        err,
+    };
+    let path = git.dir.join(format!("{}.git", decl.git));
+    let checked =
+        kiln_mirror::git::check_commit(&path, &decl.git, &decl.commit, decl.git_ref.as_deref())
+            .map_err(git_error)?;
+    let signer = match &mirror.allowed_signers {
+        Some(allowed) => Some(checked.check_signature(allowed).map_err(git_error)?),
+        None => None,
+    };
+    let tree = checked.export(git.store).map_err(git_error)?;
+    Ok(GitInput {
+        mirror: decl.git.clone(),
+        origin: mirror.origin,
+        commit: checked.id(),
+        git_ref: decl.git_ref.clone(),
+        sha256: tree.sha256,
+        signer,
+    })
+}
+
 /// How an accepted run's steps will be dispatched.
 #[derive(Clone, Copy, Debug)]
 pub enum Dispatch<'a> {
@@ -139,11 +204,12 @@ pub enum Dispatch<'a> {
 pub async fn accept(
     state: &State,
     contains: &(dyn Fn(&Sha256Digest) -> bool + Sync),
+    git: GitSources<'_>,
     pipeline: Pipeline,
     source: PipelineSource,
 ) -> Result<AcceptedRun, AcceptError> {
     check_local_labels(&pipeline)?;
-    accept_with(state, contains, pipeline, source, Dispatch::Local).await
+    accept_with(state, contains, git, pipeline, source, Dispatch::Local).await
 }
 
 /// Refuses a pipeline with a step that requires a label this machine does not offer.
@@ -173,6 +239,7 @@ fn check_local_labels(pipeline: &Pipeline) -> Result<(), LocalLabelError> {
 pub async fn accept_with(
     state: &State,
     contains: &(dyn Fn(&Sha256Digest) -> bool + Sync),
+    git: GitSources<'_>,
     pipeline: Pipeline,
     source: PipelineSource,
     dispatch: Dispatch<'_>,
@@ -198,6 +265,11 @@ pub async fn accept_with(
         }
         inputs.insert(name.clone(), input);
     }
+    let mut sources = BTreeMap::new();
+    for (name, decl) in pipeline.sources() {
+        let resolved = resolve_source(state, git, name, decl).await?;
+        sources.insert(name.clone(), resolved);
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let started_at = OffsetDateTime::now_utc();
     let steps = pipeline
@@ -216,7 +288,7 @@ pub async fn accept_with(
             request_id,
         } => Some(Submission {
             pipeline_yaml,
-            resolution_json: crate::state::resolution_json(&rootfs, &inputs),
+            resolution_json: crate::state::resolution_json(&rootfs, &inputs, &sources),
             request_id,
         }),
     };
@@ -237,6 +309,7 @@ pub async fn accept_with(
         source,
         rootfs,
         inputs,
+        sources,
         started_at,
     })
 }

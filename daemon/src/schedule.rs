@@ -65,6 +65,23 @@ pub fn step_spec(
             })
         })
         .collect::<Result<Vec<_>, SpecError>>()?;
+    let source_inputs = step
+        .sources()
+        .iter()
+        .map(|name| {
+            let source = run
+                .sources
+                .get(name)
+                .ok_or_else(|| SpecError::UnresolvedInput {
+                    step: step.name().to_owned(),
+                    input: name.clone(),
+                })?;
+            Ok(StagedInput {
+                mount_name: name.clone(),
+                source: InputSource::Git(source.clone()),
+            })
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
     let step_inputs = step
         .needs()
         .iter()
@@ -88,7 +105,11 @@ pub fn step_spec(
         command: step.run().to_owned(),
         env: step.env().clone(),
         rootfs: run.rootfs.clone(),
-        inputs: mirror_inputs.into_iter().chain(step_inputs).collect(),
+        inputs: mirror_inputs
+            .into_iter()
+            .chain(source_inputs)
+            .chain(step_inputs)
+            .collect(),
         outputs: step.outputs().to_vec(),
         timeout_secs: step.timeout().as_secs().max(1),
         source_date_epoch: run.pipeline.source_date_epoch(),

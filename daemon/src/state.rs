@@ -7,6 +7,7 @@
 
 mod attestations;
 mod database;
+mod git_mirrors;
 mod leases;
 mod live_logs;
 pub mod stats;
@@ -16,6 +17,7 @@ pub mod testing;
 mod trust;
 
 pub use database::{Backend, Database, DatabaseUrlError};
+pub use git_mirrors::{GitMirror, GitMirrorBinding};
 
 pub use leases::{
     Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
@@ -34,7 +36,7 @@ use std::str::FromStr;
 
 use std::collections::BTreeMap;
 
-use kiln_core::{BlobKind, MirrorInput, MirrorRef, Sha256Digest, StepRecord};
+use kiln_core::{BlobKind, GitInput, MirrorInput, MirrorRef, Sha256Digest, StepRecord};
 use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -147,21 +149,40 @@ pub struct Submission<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// The stored form of a run's resolution: `{"rootfs": MirrorInput, "inputs": {NAME: MirrorInput}}`.
-pub fn resolution_json(rootfs: &MirrorInput, inputs: &BTreeMap<String, MirrorInput>) -> String {
-    serde_json::json!({ "rootfs": rootfs, "inputs": inputs }).to_string()
+/// The stored form of a run's resolution: `{"rootfs": MirrorInput, "inputs": {NAME:
+/// MirrorInput}, "sources": {NAME: GitInput}}` (`sources` only when there are any, so the
+/// resolutions of runs without sources keep their earlier form).
+pub fn resolution_json(
+    rootfs: &MirrorInput,
+    inputs: &BTreeMap<String, MirrorInput>,
+    sources: &BTreeMap<String, GitInput>,
+) -> String {
+    let mut value = serde_json::json!({ "rootfs": rootfs, "inputs": inputs });
+    if !sources.is_empty() {
+        value["sources"] = serde_json::json!(sources);
+    }
+    value.to_string()
 }
 
+/// A run's resolution as [`resolution_json`] stored it.
+pub type Resolution = (
+    MirrorInput,
+    BTreeMap<String, MirrorInput>,
+    BTreeMap<String, GitInput>,
+);
+
 /// Reads back [`resolution_json`].
-pub fn parse_resolution(
-    json: &str,
-) -> Result<(MirrorInput, BTreeMap<String, MirrorInput>), StateError> {
+pub fn parse_resolution(json: &str) -> Result<Resolution, StateError> {
     let bad = corrupt("run resolution");
     let mut value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     let rootfs = serde_json::from_value(value["rootfs"].take()).map_err(|e| bad(e.to_string()))?;
     let inputs = serde_json::from_value(value["inputs"].take()).map_err(|e| bad(e.to_string()))?;
-    Ok((rootfs, inputs))
+    let sources = match value["sources"].take() {
+        serde_json::Value::Null => BTreeMap::new(),
+        sources => serde_json::from_value(sources).map_err(|e| bad(e.to_string()))?,
+    };
+    Ok((rootfs, inputs, sources))
 }
 
 /// A step's scheduling state.

@@ -33,6 +33,7 @@
 mod archive;
 mod error;
 mod extract;
+pub mod git;
 mod hashing;
 pub mod pypi;
 mod store;
@@ -42,5 +43,5 @@ pub use error::{HostileEntry, StoreError};
 pub use store::{BlobStore, StagedBlob, Stored, ViewFile};
 
 /// The directories the sandbox mounts over, present and empty at the top of every
-/// [`BlobStore::rootfs`].
-pub const ROOTFS_MOUNT_POINTS: [&str; 6] = ["in", "out", "proc", "dev", "tmp", "work"];
+/// [`BlobStore::rootfs`]. (`src` is where git sources appear, in steps that have some.)
+pub const ROOTFS_MOUNT_POINTS: [&str; 7] = ["in", "out", "proc", "dev", "tmp", "work", "src"];

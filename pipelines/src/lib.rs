@@ -22,7 +22,7 @@ mod validate;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use model::{Artifact, DEFAULT_TIMEOUT, InputDecl, MAX_TIMEOUT, Pipeline, Step};
+pub use model::{Artifact, DEFAULT_TIMEOUT, InputDecl, MAX_TIMEOUT, Pipeline, SourceDecl, Step};
 
 use validate::Issue;
 

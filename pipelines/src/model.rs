@@ -13,6 +13,7 @@ pub struct Pipeline {
     pub(crate) rootfs: MirrorRef,
     pub(crate) source_date_epoch: i64,
     pub(crate) inputs: BTreeMap<String, InputDecl>,
+    pub(crate) sources: BTreeMap<String, SourceDecl>,
     pub(crate) steps: Vec<Step>,
     /// Index into `steps` by name: the daemon looks a step up on every lease.
     pub(crate) step_index: HashMap<String, usize>,
@@ -40,6 +41,11 @@ impl Pipeline {
         &self.inputs
     }
 
+    /// Declared git sources, by the name they are mounted under in `/src`.
+    pub fn sources(&self) -> &BTreeMap<String, SourceDecl> {
+        &self.sources
+    }
+
     /// The steps, topologically sorted; among steps ready at the same time, declaration order.
     pub fn steps(&self) -> &[Step] {
         &self.steps
@@ -65,11 +71,23 @@ pub struct InputDecl {
     pub sha256: Option<Sha256Digest>,
 }
 
+/// A declared git source: one commit of a git mirror, pinned by its full id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceDecl {
+    /// The git mirror's name (a valid name, like an input's).
+    pub git: String,
+    /// The full commit id: 40 lowercase hex digits.
+    pub commit: String,
+    /// A branch or tag that must point at `commit` when the run is accepted.
+    pub git_ref: Option<String>,
+}
+
 /// One step of a pipeline: a command run in a fresh sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub(crate) name: String,
     pub(crate) inputs: Vec<String>,
+    pub(crate) sources: Vec<String>,
     pub(crate) needs: Vec<String>,
     pub(crate) run: String,
     pub(crate) outputs: Vec<String>,
@@ -88,6 +106,11 @@ impl Step {
     /// Declared pipeline inputs the step mounts at `/in/<input>`, in the order listed.
     pub fn inputs(&self) -> &[String] {
         &self.inputs
+    }
+
+    /// Declared git sources the step mounts at `/src/<source>`, in the order listed.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
     }
 
     /// Steps that must succeed first, in the order listed.

@@ -122,6 +122,8 @@ pub(crate) const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 const MIRROR_REF_PATTERN: &str = "^[a-z0-9][a-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9._+~-]*$";
 /// The pattern of a SHA-256 digest.
 const SHA256_PATTERN: &str = "^[0-9a-f]{64}$";
+/// The pattern of a full git commit id (SHA-1, lowercase hex).
+const COMMIT_PATTERN: &str = "^[0-9a-f]{40}$";
 /// The pattern of a step timeout.
 const TIMEOUT_PATTERN: &str = "^(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
 /// The pattern of an output path: relative, without `.`, `..` or empty components.
@@ -152,6 +154,11 @@ pub(crate) struct RawPipeline {
     #[serde(default)]
     #[schemars(extend("propertyNames" = { "pattern": NAME_PATTERN }))]
     pub inputs: NodeMap<RawInput>,
+    /// Git sources steps may use, by the name they are mounted under in `/src`; each one a
+    /// commit of a git mirror (`kiln mirror git add`), pinned by its full id.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": NAME_PATTERN }))]
+    pub sources: NodeMap<RawSource>,
     /// The steps, in any order; `needs` decides the order they run in.
     #[schemars(length(min = 1))]
     pub steps: Node<Vec<RawStep>>,
@@ -174,6 +181,26 @@ pub(crate) struct RawInput {
     pub sha256: Option<Node<String>>,
 }
 
+/// A git source: one commit of a git mirror. A branch or tag alone is not a pin; `ref` is
+/// only a cross-check of `commit`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Source", extend("required" = ["git", "commit"]))]
+pub(crate) struct RawSource {
+    /// The git mirror's name (`kiln mirror git add PATH --name NAME`).
+    #[schemars(pattern(NAME_PATTERN))]
+    pub git: Node<String>,
+    /// The full commit id, 40 lowercase hex digits.
+    #[serde(default)]
+    #[schemars(pattern(COMMIT_PATTERN))]
+    pub commit: Option<Node<String>>,
+    /// If present, a branch or tag of the mirror that must point at `commit` when the run is
+    /// accepted.
+    #[serde(default, rename = "ref")]
+    #[schemars(length(min = 1, max = 255))]
+    pub git_ref: Option<Node<String>>,
+}
+
 /// One step: a command run in a fresh sandbox.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +214,11 @@ pub(crate) struct RawStep {
     #[schemars(inner(pattern(NAME_PATTERN)))]
     #[schemars(extend("uniqueItems" = true))]
     pub inputs: Vec<Node<String>>,
+    /// Pipeline sources mounted read-only at `/src/<source>`.
+    #[serde(default)]
+    #[schemars(inner(pattern(NAME_PATTERN)))]
+    #[schemars(extend("uniqueItems" = true))]
+    pub sources: Vec<Node<String>>,
     /// Steps that must succeed first; their outputs are mounted read-only at `/in/<step>/`.
     #[serde(default)]
     #[schemars(inner(pattern(NAME_PATTERN)))]

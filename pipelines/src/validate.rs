@@ -6,8 +6,10 @@ use kiln_core::{MirrorRef, ResourceRequest, Sha256Digest};
 
 use crate::duration::parse_timeout;
 use crate::graph::{Edge, topo_order};
-use crate::model::{Artifact, DEFAULT_TIMEOUT, InputDecl, Pipeline, Step};
-use crate::raw::{Node, NodeMap, Pos, RawArtifact, RawInput, RawPipeline, RawResources, RawStep};
+use crate::model::{Artifact, DEFAULT_TIMEOUT, InputDecl, Pipeline, SourceDecl, Step};
+use crate::raw::{
+    Node, NodeMap, Pos, RawArtifact, RawInput, RawPipeline, RawResources, RawSource, RawStep,
+};
 use crate::resources::{ResourceError, parse_cpus, parse_memory, parse_pids};
 use crate::suggest::did_you_mean;
 
@@ -58,7 +60,14 @@ impl Checker {
         let rootfs = self.mirror_ref("rootfs", &raw.rootfs);
         let source_date_epoch = self.epoch(raw.source_date_epoch.as_ref());
         let inputs = self.inputs(&raw.inputs);
-        let steps = self.steps(&raw.steps, &raw.inputs);
+        let sources = self.sources(&raw.sources);
+        let source_names: Vec<&str> = raw
+            .sources
+            .0
+            .iter()
+            .map(|(k, _)| k.value.as_str())
+            .collect();
+        let steps = self.steps(&raw.steps, &raw.inputs, &source_names);
         let artifacts = self.artifacts(&raw.artifacts, &steps);
         match rootfs {
             Some(rootfs) if self.issues.is_empty() => Ok(Pipeline {
@@ -66,6 +75,7 @@ impl Checker {
                 rootfs,
                 source_date_epoch,
                 inputs,
+                sources,
                 step_index: steps
                     .iter()
                     .enumerate()
@@ -146,6 +156,75 @@ impl Checker {
         inputs
     }
 
+    fn sources(&mut self, raw: &NodeMap<RawSource>) -> BTreeMap<String, SourceDecl> {
+        let mut sources = BTreeMap::new();
+        for (name, source) in &raw.0 {
+            self.name("source name", name);
+            let git_ok = self.name("git mirror name", &source.git);
+            let commit = self.commit(name, source);
+            let git_ref = source
+                .git_ref
+                .as_ref()
+                .and_then(|r| self.git_ref(&name.value, r));
+            if let (true, Some(commit)) = (git_ok, commit) {
+                let decl = SourceDecl {
+                    git: source.git.value.clone(),
+                    commit,
+                    git_ref,
+                };
+                sources.insert(name.value.clone(), decl);
+            }
+        }
+        sources
+    }
+
+    /// The source's commit: present, and a full id. A branch or tag is never a pin.
+    fn commit(&mut self, name: &Node<String>, source: &RawSource) -> Option<String> {
+        let src = shown(&name.value);
+        let Some(commit) = &source.commit else {
+            let (at, msg) = match &source.git_ref {
+                Some(r) => (
+                    r.at,
+                    format!("source {src}: a branch or tag is not pinned: give `commit: <40 hex>`"),
+                ),
+                None => (
+                    name.at,
+                    format!("source {src} has no commit: give `commit: <40 hex>`"),
+                ),
+            };
+            self.err(at, msg);
+            return None;
+        };
+        let c = &commit.value;
+        if c.len() == 40 && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Some(c.clone());
+        }
+        let msg = format!(
+            "invalid commit for source {src}: expected a full commit id, 40 lowercase hex \
+             digits, got {}",
+            shown(c)
+        );
+        self.err(commit.at, msg);
+        None
+    }
+
+    fn git_ref(&mut self, source: &str, node: &Node<String>) -> Option<String> {
+        let r = &node.value;
+        let bad = r.is_empty()
+            || r.len() > 255
+            || r.starts_with('-')
+            || r.chars().any(|c| c.is_whitespace() || c.is_control());
+        if bad {
+            let msg = format!(
+                "invalid ref for source {}: expected a branch or tag name such as `v1.2`",
+                shown(source)
+            );
+            self.err(node.at, msg);
+            return None;
+        }
+        Some(r.clone())
+    }
+
     fn digest(&mut self, input: &str, node: &Node<String>) -> Option<Sha256Digest> {
         node.value
             .parse()
@@ -159,7 +238,12 @@ impl Checker {
 
 /// Steps: names, references, graph.
 impl Checker {
-    fn steps(&mut self, raw: &Node<Vec<RawStep>>, inputs: &NodeMap<RawInput>) -> Vec<Step> {
+    fn steps(
+        &mut self,
+        raw: &Node<Vec<RawStep>>,
+        inputs: &NodeMap<RawInput>,
+        sources: &[&str],
+    ) -> Vec<Step> {
         if raw.value.is_empty() {
             self.err(
                 raw.at,
@@ -171,7 +255,7 @@ impl Checker {
         let mut steps: Vec<Step> = raw
             .value
             .iter()
-            .map(|s| self.step(s, &input_names))
+            .map(|s| self.step(s, &input_names, sources))
             .collect();
         let edges = self.needs(&raw.value);
         match topo_order(&edges) {
@@ -216,11 +300,12 @@ impl Checker {
         }
     }
 
-    fn step(&mut self, raw: &RawStep, inputs: &[&str]) -> Step {
+    fn step(&mut self, raw: &RawStep, inputs: &[&str], sources: &[&str]) -> Step {
         let name = raw.name.value.as_str();
         Step {
             name: name.to_owned(),
-            inputs: self.step_inputs(name, &raw.inputs, inputs),
+            inputs: self.step_inputs(name, "input", &raw.inputs, inputs),
+            sources: self.step_inputs(name, "source", &raw.sources, sources),
             needs: raw.needs.iter().map(|n| n.value.clone()).collect(),
             run: self.run(name, &raw.run),
             outputs: self.outputs(name, &raw.outputs),
@@ -291,18 +376,25 @@ impl Checker {
             .ok()
     }
 
-    fn step_inputs(&mut self, step: &str, used: &[Node<String>], declared: &[&str]) -> Vec<String> {
+    /// A step's `inputs` or `sources` (`kind` says which): each declared, none twice.
+    fn step_inputs(
+        &mut self,
+        step: &str,
+        kind: &str,
+        used: &[Node<String>],
+        declared: &[&str],
+    ) -> Vec<String> {
         let mut seen = Vec::new();
         for input in used {
             let name = input.value.as_str();
             if seen.contains(&name) {
                 self.err(
                     input.at,
-                    format!("step {} lists input {} twice", shown(step), shown(name)),
+                    format!("step {} lists {kind} {} twice", shown(step), shown(name)),
                 );
             } else if !declared.contains(&name) {
                 let mut msg = format!(
-                    "step {} uses undeclared input {}: declare it under top-level `inputs`",
+                    "step {} uses undeclared {kind} {}: declare it under top-level `{kind}s`",
                     shown(step),
                     shown(name)
                 );

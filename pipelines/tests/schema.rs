@@ -31,6 +31,7 @@ fn schema_describes_the_top_level_fields() {
         "name",
         "rootfs",
         "source_date_epoch",
+        "sources",
         "steps",
         "version",
     ];

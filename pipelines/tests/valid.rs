@@ -156,3 +156,15 @@ fn resources_are_parsed_exactly_and_absent_ones_stay_unset() {
     );
     assert_eq!(p.step("none").unwrap().resources(), Default::default());
 }
+
+#[test]
+fn sources_fixture_pins_each_source_to_a_full_commit() {
+    let p = load("tests/fixtures/valid/sources.yaml");
+    let app = &p.sources()["app"];
+    assert_eq!(app.git, "app-repo");
+    assert_eq!(app.commit, "3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b");
+    assert_eq!(app.git_ref.as_deref(), Some("v1.2"));
+    assert_eq!(p.sources()["docs"].git_ref, None);
+    assert_eq!(p.step("build").unwrap().sources(), ["app"]);
+    assert!(p.step("build").unwrap().inputs().is_empty());
+}

@@ -190,7 +190,7 @@ fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
         }
     };
     let host_mounts = enter_private_mount_namespace()?;
-    mounts::check_rootfs(&spec.rootfs)?;
+    mounts::check_rootfs(&spec)?;
     mounts::apply(&spec.rootfs, &mounts::plan(&spec))?;
     let rootfs = &spec.rootfs;
     chdir(rootfs).map_err(|source| SetupError::Chdir {

@@ -83,4 +83,4 @@ pub use mounts::{Description, describe};
 pub use run::{
     HelperCommand, LimitEvent, Outcome, ResourceUsage, RunReport, Timing, run, run_report,
 };
-pub use spec::{IdMap, InputMount, Limits, SandboxSpec, SpecError};
+pub use spec::{IdMap, InputMount, Limits, MountRoot, SandboxSpec, SpecError};

@@ -19,7 +19,7 @@ use nix::sys::stat::{Mode, lstat};
 use nix::unistd::{mkdir, symlinkat};
 
 use crate::error::SetupError;
-use crate::spec::{REQUIRED_DIRS, SandboxSpec};
+use crate::spec::{MountRoot, REQUIRED_DIRS, SandboxSpec};
 
 /// Device nodes bind-mounted from the host into the sandbox's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -132,21 +132,29 @@ pub fn plan(spec: &SandboxSpec) -> Vec<MountOp> {
         target: "/".into(),
         kind: BindKind::ReadOnly,
     }];
-    ops.push(tmpfs("/in", SKELETON_BYTES, 0o755, None, false));
-    for input in &spec.inputs {
-        let target = Path::new("/in").join(&input.name);
-        ops.push(MountOp::MakeDir {
-            path: target.clone(),
-        });
-        ops.push(MountOp::Bind {
-            src: input.source.clone(),
-            target,
-            kind: BindKind::ReadOnly,
+    for root in [MountRoot::In, MountRoot::Src] {
+        let inputs: Vec<_> = spec.inputs.iter().filter(|i| i.root == root).collect();
+        // `/in` is always there; `/src` only in a step with sources, so a rootfs extracted
+        // before `/src` existed still serves every other step.
+        if root != MountRoot::In && inputs.is_empty() {
+            continue;
+        }
+        ops.push(tmpfs(root.path(), SKELETON_BYTES, 0o755, None, false));
+        for input in inputs {
+            let target = Path::new(root.path()).join(&input.name);
+            ops.push(MountOp::MakeDir {
+                path: target.clone(),
+            });
+            ops.push(MountOp::Bind {
+                src: input.source.clone(),
+                target,
+                kind: BindKind::ReadOnly,
+            });
+        }
+        ops.push(MountOp::ReadOnly {
+            target: root.path().into(),
         });
     }
-    ops.push(MountOp::ReadOnly {
-        target: "/in".into(),
-    });
     ops.push(MountOp::Bind {
         src: spec.out_dir.clone(),
         target: "/out".into(),
@@ -249,10 +257,16 @@ pub fn describe(spec: &SandboxSpec) -> Description {
 }
 
 /// Refuses a rootfs that lacks one of the directories the sandbox mounts over, or where one of
-/// them is a symlink (which would send a mount outside the rootfs).
-pub(crate) fn check_rootfs(rootfs: &Path) -> Result<(), SetupError> {
-    let paths =
-        std::iter::once(rootfs.to_owned()).chain(REQUIRED_DIRS.iter().map(|dir| rootfs.join(dir)));
+/// them is a symlink (which would send a mount outside the rootfs). `/src` is only needed, and
+/// only checked, when the spec mounts git sources: a rootfs extracted before it existed lacks it.
+pub(crate) fn check_rootfs(spec: &SandboxSpec) -> Result<(), SetupError> {
+    let rootfs = &spec.rootfs;
+    let has_sources = spec.inputs.iter().any(|i| i.root == MountRoot::Src);
+    let dirs = REQUIRED_DIRS
+        .iter()
+        .copied()
+        .chain(has_sources.then_some("src"));
+    let paths = std::iter::once(rootfs.to_owned()).chain(dirs.map(|dir| rootfs.join(dir)));
     for path in paths {
         let stat = lstat(&path).map_err(|source| SetupError::Inspect {
             path: path.clone(),
@@ -427,7 +441,22 @@ pub(crate) fn errno_of(err: &std::io::Error) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::InputMount;
     use crate::spec::tests::example;
+
+    impl MountOp {
+        /// The path inside the sandbox this operation works on.
+        fn target(&self) -> &Path {
+            match self {
+                MountOp::Bind { target, .. }
+                | MountOp::Tmpfs { target, .. }
+                | MountOp::ReadOnly { target } => target,
+                MountOp::MakeDir { path }
+                | MountOp::MakeFile { path }
+                | MountOp::Symlink { path, .. } => path,
+            }
+        }
+    }
 
     /// The mount that `path` lives on, according to the ops before index `upto`.
     fn covering_tmpfs(ops: &[MountOp], upto: usize, path: &Path) -> bool {
@@ -501,6 +530,51 @@ mod tests {
             target: "/in/src".into(),
             kind: BindKind::ReadOnly
         }));
+    }
+
+    #[test]
+    fn git_sources_get_their_own_read_only_root_only_when_present() {
+        let without = plan(&example());
+        assert!(!without.iter().any(|op| op.target().starts_with("/src")));
+
+        let mut spec = example();
+        spec.inputs.push(InputMount {
+            source: "/store/trees/app".into(),
+            name: "app".into(),
+            root: MountRoot::Src,
+        });
+        let ops = plan(&spec);
+        let at = |wanted: &MountOp| ops.iter().position(|op| op == wanted).unwrap();
+        let bind = at(&MountOp::Bind {
+            src: "/store/trees/app".into(),
+            target: "/src/app".into(),
+            kind: BindKind::ReadOnly,
+        });
+        let read_only = at(&MountOp::ReadOnly {
+            target: "/src".into(),
+        });
+        assert!(bind < read_only);
+        // The source is not also under /in.
+        assert!(!ops.iter().any(|op| op.target() == Path::new("/in/app")));
+    }
+
+    #[test]
+    fn a_rootfs_without_src_serves_only_steps_without_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        for dir in REQUIRED_DIRS {
+            std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        }
+        let mut spec = example();
+        spec.rootfs = tmp.path().to_owned();
+        check_rootfs(&spec).unwrap();
+        spec.inputs[0].root = MountRoot::Src;
+        let err = check_rootfs(&spec).unwrap_err();
+        assert!(
+            matches!(&err, SetupError::Inspect { path, .. } if path.ends_with("src")),
+            "{err}"
+        );
+        std::fs::create_dir(tmp.path().join("src")).unwrap();
+        check_rootfs(&spec).unwrap();
     }
 
     #[test]

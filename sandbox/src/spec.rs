@@ -72,14 +72,41 @@ impl Default for Limits {
     }
 }
 
-/// A host directory made visible read-only at `/in/<name>`.
+/// A host directory made visible read-only at `/in/<name>` (or `/src/<name>`, see
+/// [`MountRoot`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputMount {
     /// Directory on the host.
     pub source: PathBuf,
-    /// One path component: the input appears at `/in/<name>`.
+    /// One path component: the input appears at `<root>/<name>`.
     pub name: String,
+    /// Which directory of the sandbox the input appears under.
+    #[serde(default)]
+    pub root: MountRoot,
+}
+
+/// The read-only directories inputs are mounted under. Each is a small tmpfs holding only
+/// mount points, made read-only once the inputs are mounted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountRoot {
+    /// `/in`: mirror entries and upstream steps' outputs.
+    #[default]
+    In,
+    /// `/src`: git sources. Present only in a step that has some; the rootfs must then have
+    /// an empty `/src` (the store makes one).
+    Src,
+}
+
+impl MountRoot {
+    /// The absolute path inside the sandbox.
+    pub fn path(self) -> &'static str {
+        match self {
+            MountRoot::In => "/in",
+            MountRoot::Src => "/src",
+        }
+    }
 }
 
 /// The step's identity inside its user namespace and the host ids it maps to. Exactly one uid
@@ -176,7 +203,7 @@ impl SandboxSpec {
             if bad || name.contains(['/', '\0']) {
                 return Err(SpecError::InputName { name: name.clone() });
             }
-            if !seen.insert(name.as_str()) {
+            if !seen.insert((input.root, name.as_str())) {
                 return Err(SpecError::DuplicateInput { name: name.clone() });
             }
         }
@@ -207,6 +234,7 @@ pub(crate) mod tests {
             inputs: vec![InputMount {
                 source: "/data/src".into(),
                 name: "src".into(),
+                root: MountRoot::In,
             }],
             out_dir: "/data/out".into(),
             scratch_bytes: 1 << 20,

@@ -483,6 +483,9 @@ fn needed_blobs(spec: &StepSpec) -> BTreeSet<Sha256Digest> {
             InputSource::Mirror(m) => {
                 digests.insert(m.sha256);
             }
+            InputSource::Git(g) => {
+                digests.insert(g.sha256);
+            }
             InputSource::Step { outputs, .. } => digests.extend(outputs.iter().map(|o| o.sha256)),
         }
     }

@@ -1,5 +1,5 @@
 //! Input staging: make every declared input available as a host directory that the sandbox
-//! bind-mounts read-only at `/in/<name>`.
+//! bind-mounts read-only at `/in/<name>` (git sources at `/src/<name>`).
 //!
 //! Nothing is copied: a tree input is the store's extracted tree, and a file input (or a
 //! step's outputs) is a store *view*, a shared directory of hard links to the stored blobs
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use kiln_core::{BlobKind, InputSource, MirrorInput, StagedInput};
 use kiln_mirror::{BlobStore, ViewFile};
-use kiln_sandbox::InputMount;
+use kiln_sandbox::{InputMount, MountRoot};
 
 use crate::collect::safe_relative;
 
@@ -97,8 +97,22 @@ pub fn stage_inputs(
     let mut mounts = Vec::with_capacity(inputs.len());
     for input in inputs {
         let name = &input.mount_name;
+        let root = match &input.source {
+            InputSource::Git(_) => MountRoot::Src,
+            InputSource::Mirror(_) | InputSource::Step { .. } => MountRoot::In,
+        };
         let source = match &input.source {
             InputSource::Mirror(mirror) => stage_mirror(store, name, mirror)?,
+            // A commit's tree, shared from the store's once-per-digest extraction.
+            InputSource::Git(git) => {
+                store
+                    .tree(&git.sha256)
+                    .map_err(|source| StageError::Store {
+                        input: name.clone(),
+                        sha256: Some(git.sha256),
+                        source: Box::new(source),
+                    })?
+            }
             InputSource::Step { outputs, .. } => {
                 let files: Vec<ViewFile<'_>> = outputs
                     .iter()
@@ -114,6 +128,7 @@ pub fn stage_inputs(
         mounts.push(InputMount {
             source,
             name: name.clone(),
+            root,
         });
     }
     tracing::info!(

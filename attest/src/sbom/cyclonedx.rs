@@ -218,7 +218,9 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Bom {
 fn dependency_component(dep: &Dependency) -> Component {
     let component_type = match dep.role {
         Role::Rootfs => ComponentType::OperatingSystem,
-        Role::MirrorTree | Role::MirrorFile | Role::StepOutput => ComponentType::File,
+        Role::MirrorTree | Role::MirrorFile | Role::StepOutput | Role::GitSource => {
+            ComponentType::File
+        }
     };
     let mut properties = vec![
         Property {

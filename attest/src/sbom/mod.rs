@@ -172,6 +172,8 @@ pub(crate) enum Role {
     MirrorFile,
     /// An output file of an upstream step of the same run.
     StepOutput,
+    /// A commit of a git mirror, staged as a directory at `/src`.
+    GitSource,
 }
 
 impl Role {
@@ -182,6 +184,7 @@ impl Role {
             Self::MirrorTree => "tree",
             Self::MirrorFile => "file",
             Self::StepOutput => "step-output",
+            Self::GitSource => "git",
         }
     }
 }
@@ -237,6 +240,19 @@ fn resolve(req: &ProvenanceRequest<'_>) -> Result<Resolved, ProvenanceError> {
         for input in &rec.inputs {
             match &input.source {
                 InputSource::Mirror(m) => insert(&mut deps, mirror_dependency(m, false))?,
+                InputSource::Git(g) => insert(
+                    &mut deps,
+                    Dependency {
+                        uri: crate::provenance::git_uri(g),
+                        name: input.mount_name.clone(),
+                        version: Some(g.commit.clone()),
+                        sha256: g.sha256,
+                        role: Role::GitSource,
+                        purl: None,
+                        file_name: None,
+                        packages: Vec::new(),
+                    },
+                )?,
                 InputSource::Step { step, outputs } => {
                     for out in outputs {
                         insert(

@@ -235,7 +235,7 @@ pub(crate) fn build(req: &ProvenanceRequest<'_>, resolved: &Resolved) -> Documen
 fn dependency_package(dep: &Dependency) -> Package {
     let purpose = match dep.role {
         Role::Rootfs => PackagePurpose::OperatingSystem,
-        Role::MirrorTree => PackagePurpose::Archive,
+        Role::MirrorTree | Role::GitSource => PackagePurpose::Archive,
         Role::MirrorFile | Role::StepOutput => PackagePurpose::File,
     };
     let mut external_refs = Vec::new();
@@ -257,6 +257,7 @@ fn dependency_package(dep: &Dependency) -> Package {
         (Role::MirrorFile, Some(f)) => format!("kiln mirror entry, staged as the file {f:?}"),
         (Role::MirrorFile, None) => "kiln mirror entry, staged as a file".to_owned(),
         (Role::StepOutput, _) => "output of an upstream step of the same run".to_owned(),
+        (Role::GitSource, _) => "commit of a kiln git mirror, staged as a directory".to_owned(),
     };
     Package {
         spdx_id: spdx_id(dep),

@@ -8,7 +8,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kiln_sandbox::{HelperCommand, IdMap, InputMount, RunReport, SandboxError, SandboxSpec};
+use kiln_sandbox::{
+    HelperCommand, IdMap, InputMount, MountRoot, RunReport, SandboxError, SandboxSpec,
+};
 
 /// Unprivileged host id the step's uid/gid 1000 maps to.
 pub const HOST_ID: u32 = 100_000;
@@ -82,6 +84,7 @@ impl Fixture {
             inputs: vec![InputMount {
                 source: self.input.clone(),
                 name: "src".into(),
+                root: MountRoot::In,
             }],
             out_dir: self.out.clone(),
             scratch_bytes: SCRATCH,
