@@ -40,6 +40,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::cgroup::{self, Layout};
+use crate::cloner::Cloner;
 use crate::error::SetupError;
 use crate::helper::{self, Network, Prepared};
 use crate::sys;
@@ -148,7 +149,7 @@ fn supervise_one(request: Request, network: Option<OwnedFd>, layout: &Layout) ->
         sys::exit_now(1); // no report: the worker says the step's process died
     }
     let network = enter_network(network);
-    run_request(request, layout, network, None)
+    run_request(request, layout, network, None, None)
 }
 
 /// Uses the pre-made network namespace, if any (and if it can).
@@ -166,6 +167,7 @@ fn run_request(
     layout: &Layout,
     network: Network,
     cgroup: Option<cgroup::Guard>,
+    cloner: Option<Cloner>,
 ) -> ! {
     let Request { stream, log } = request;
     let stdio = nix::unistd::dup2_stdin(&stream)
@@ -178,6 +180,7 @@ fn run_request(
         layout: Some(layout.clone()),
         network,
         cgroup,
+        cloner,
     })
 }
 
@@ -239,8 +242,10 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
         sys::exit_now(1);
     }
     let network = enter_network(network);
-    // Made now, by this process, so it is named after it, like any step's.
+    // Made now, by this process, so it is named after it, like any step's; the cloner moves
+    // into it now, so that pid 1 is born there (see `crate::cloner`).
     let cgroup = cgroup::create_unlimited(layout).ok();
+    let cloner = cgroup.as_ref().and_then(Cloner::start);
     let mut byte = [0u8; 1];
     let request = loop {
         match sys::receive_with_fds::<2>(socket.as_fd(), &mut byte) {
@@ -251,7 +256,7 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
                     break Request { stream, log };
                 }
             }
-            // Hung up (or garbage): remove the cgroup, exit.
+            // Hung up (or garbage): remove the cgroup (killing the cloner in it), exit.
             _ => {
                 drop(cgroup);
                 sys::exit_now(0)
@@ -259,7 +264,7 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
         }
     };
     drop(socket);
-    run_request(request, layout, network, cgroup)
+    run_request(request, layout, network, cgroup, cloner)
 }
 
 /// Network namespaces made ahead of time, each with `lo` up.
