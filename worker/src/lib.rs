@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_core::{
     ExitRecord, LimitEventRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, StepRecord,
@@ -160,6 +160,21 @@ struct Executed {
     sandbox: Option<SandboxRecord>,
     usage: UsageRecord,
     events: Vec<LimitEventRecord>,
+    /// Where the sandbox's part of the step went, for the `sandbox phases` debug event.
+    phases: Option<SandboxPhases>,
+}
+
+/// Microseconds per phase from the sandbox's start to the outputs collected: the launcher's
+/// round trip (`sandbox_us`), of which the helper's `setup_us` (start to the step's exec) and
+/// `command_us` (exec to pid 1's exit); then `collect_us`. Measured on the worker's monotonic
+/// clock; `scripts/bench-dag.sh` reads them.
+struct SandboxPhases {
+    sandbox_us: u128,
+    setup_us: u128,
+    command_us: u128,
+    collect_us: u128,
+    /// When the outputs were collected: the `/out` unmount follows.
+    collected: Instant,
 }
 
 impl Inner {
@@ -185,14 +200,24 @@ impl Inner {
                     sandbox: None,
                     usage: UsageRecord::default(),
                     events: Vec::new(),
+                    phases: None,
                 }
             });
+        let executed_at = Instant::now();
         if let ExitRecord::Failed { reason } | ExitRecord::Killed { reason } = &executed.exit {
             append_line(&log_path, &format!("kiln: step failed: {reason}"));
         }
         let log = self.store_log(&log_path);
+        let logged_at = Instant::now();
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::remove_file(&log_path);
+        if let Some(p) = &executed.phases {
+            tracing::debug!(step = %spec.step, run = %spec.run_id, sandbox_us = p.sandbox_us,
+                setup_us = p.setup_us, command_us = p.command_us, collect_us = p.collect_us,
+                unmount_us = executed_at.duration_since(p.collected).as_micros(),
+                store_log_us = logged_at.duration_since(executed_at).as_micros(),
+                cleanup_us = logged_at.elapsed().as_micros(), "sandbox phases");
+        }
         let limits = self.limits(&spec);
         StepRecord {
             run_id: spec.run_id.clone(),
@@ -304,7 +329,9 @@ impl Inner {
         let record =
             self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
         tracing::info!(step = %spec.step, run = %spec.run_id, host_uid = slot.host_id, "step started");
+        let sandbox_started = Instant::now();
         let report = self.run_sandbox(&sandbox_spec, log)?;
+        let sandbox_us = sandbox_started.elapsed().as_micros();
         let exit = exit_record(&report, spec.timeout_secs);
         let collected = if exit.success() {
             collect::collect(
@@ -316,6 +343,7 @@ impl Inner {
         } else {
             Ok(Vec::new())
         };
+        let collected_at = Instant::now();
         let (exit, outputs) = match collected {
             Ok(outputs) => (exit, outputs),
             Err(err) => (
@@ -335,6 +363,13 @@ impl Inner {
                 peak_pids: report.usage.peak_pids,
             },
             events: report.events.iter().map(|e| event_record(*e)).collect(),
+            phases: Some(SandboxPhases {
+                sandbox_us,
+                setup_us: report.timing.setup.as_micros(),
+                command_us: report.timing.command.as_micros(),
+                collect_us: collected_at.duration_since(sandbox_started).as_micros() - sandbox_us,
+                collected: collected_at,
+            }),
         })
     }
 
