@@ -16,7 +16,8 @@ pub use slots::IdRange;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kiln_core::{
@@ -104,6 +105,66 @@ struct Inner {
     slots: SlotPool,
     /// Builds every step's sandbox; started on first use, and again after it died.
     launcher: Mutex<Option<Arc<Launcher>>>,
+    /// Removes finished steps' staging directories and logs, off the steps' critical path.
+    cleaner: Cleaner,
+}
+
+/// Removes finished steps' staging directories and logs on a thread of its own. The step's
+/// record does not need them gone, and removing them is slow where it touches a journal: on
+/// this VM's ext4 (mounted `discard`), with other builds writing, each `rmdir` waited for the
+/// journal's commit, 6 ms median per step (p90 15 ms) on the report's critical path. Dropping
+/// it waits until everything queued is removed, so a worker that exits leaves nothing behind.
+#[derive(Debug)]
+struct Cleaner {
+    queue: Option<mpsc::Sender<PathBuf>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Cleaner {
+    fn start() -> Self {
+        let (queue, paths) = mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("kiln-cleaner".into())
+            .spawn(move || paths.into_iter().for_each(|path| remove_path(&path)))
+            .ok();
+        Self {
+            queue: thread.is_some().then_some(queue),
+            thread,
+        }
+    }
+
+    /// Removes `path` (a directory tree or a file) soon; at once if the thread is missing.
+    fn remove(&self, path: PathBuf) {
+        match &self.queue {
+            Some(queue) => {
+                if let Err(mpsc::SendError(path)) = queue.send(path) {
+                    remove_path(&path);
+                }
+            }
+            None => remove_path(&path),
+        }
+    }
+}
+
+impl Drop for Cleaner {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn remove_path(path: &Path) {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = removed {
+        tracing::warn!(path = %path.display(), %err, "cannot remove a finished step's files");
+    }
 }
 
 /// The chain of causes of an error, on one line.
@@ -129,6 +190,7 @@ impl Worker {
                 store,
                 slots,
                 launcher: Mutex::new(None),
+                cleaner: Cleaner::start(),
             }),
         }
     }
@@ -209,8 +271,8 @@ impl Inner {
         }
         let log = self.store_log(&log_path);
         let logged_at = Instant::now();
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_file(&log_path);
+        self.cleaner.remove(dir);
+        self.cleaner.remove(log_path);
         if let Some(p) = &executed.phases {
             tracing::debug!(step = %spec.step, run = %spec.run_id, sandbox_us = p.sandbox_us,
                 setup_us = p.setup_us, command_us = p.command_us, collect_us = p.collect_us,
