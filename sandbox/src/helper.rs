@@ -75,13 +75,28 @@
 //! - id maps 0.04 ms, limits 0.13 ms, moving pid 1 into the cgroup 0.12 ms, in parallel with
 //!   pid 1's own setup (`/proc`, `pivot_root`, the 11 `/proc` masks, hostname). The move waits
 //!   for an RCU grace period whenever no cgroup migration happened on the machine in the last
-//!   few ms: then it costs 5–13 ms (p90 ~9 ms). That is the one big tail left, off the median
-//!   (v1 cannot clone into a cgroup; `favordynmods` on the cgroup mounts would remove it, at a
-//!   cost to every fork on the host: an operator's choice, not kiln's);
+//!   ~10–20 ms: measured here (2026-11-22, a `cgroup.procs` write after a pause), 0.2 ms after
+//!   a 10 ms pause, 12 ms median (p90 16–20 ms) after 20–50 ms. Steps back to back (this
+//!   benchmark) rarely pay it; the steps of a DAG nearly all did (strace: p50 11.6 ms per move
+//!   during a chain). Through the launcher no process is moved on the critical path any more:
+//!   the standby's cloner moves into the cgroup while it waits, pid 1 is cloned there
+//!   ([`crate::cloner`]; the cloner's fork, decode, clone and exit add ~0.3–0.5 ms of CPU per
+//!   step, not on the path). `favordynmods` on the cgroup mounts would also remove the wait, at
+//!   a cost to every fork on the host: an operator's choice, not kiln's;
 //! - the step's privilege drop, seccomp and exec 0.4 ms after the release (installing the
 //!   filter cost ~0.3 ms more as seccompiler's linear program: see `build.rs`), `true` and pid
 //!   1's exit 0.55 ms;
-//! - kill check, usage, events and `rmdir` of the cgroup 0.23 ms, before the report.
+//! - kill check, usage, events and `rmdir` of the cgroup 0.23 ms (measured before the cloner);
+//!   the `rmdir` now comes after the report (it waits for the cgroup mutex while another
+//!   helper's cloner moves).
+//!
+//! In the DAG benchmark (`scripts/bench-dag.sh`, docs/benchmarks.md; 2026-11-22 05:06–05:20,
+//! load 3–13 on the 2 cores), per chained step through daemon and workers, medians of two
+//! runs: the launcher's round trip 5.1–5.6 ms, of which this code's setup to the step's exec
+//! 3.0–3.3 ms and the command to pid 1's exit 1.3 ms; the chain took 1.86–2.11× (paired
+//! 1.60–2.11) ninja running the same steps in `bwrap --unshare-all` (from 2.2–3.8× before the
+//! cloner, the work dir removal off the path and the standby restart; the goal is 1.5×). What is left there is spread out: the claim and
+//! report round trips, the launcher, `/out`, pid 1's setup under load.
 //!
 //! # Not yet
 //!
