@@ -65,7 +65,10 @@
 //! the launcher: 0.82–0.84× a bare `bwrap --unshare-all --ro-bind ROOTFS / true` in the same
 //! run (3.4–3.6 ms), 0.63–0.69× bwrap doing the same mounts and privilege drop. The one-shot
 //! helper takes 4.9–5.8 ms (1.4–1.7×); before the launcher every step took that path, ~6.2 ms,
-//! 1.9×. Where the launcher's time goes, from timestamps per phase (medians):
+//! 1.9×. Re-measured with the cloner (2026-11-22 05:18–05:21, load 2.3–4.8): 0.98× in
+//! `scripts/bench-sandbox.sh`, and 0.82–0.86× in an A/B in the same window where the launcher
+//! without it took 1.64–1.81× (it paid the cgroup move's grace period under that load). Where
+//! the launcher's time goes, from timestamps per phase (medians, before the cloner):
 //!
 //! - ~0.5 ms before this code runs and after it reports: the request and the report over the
 //!   sockets, waking the standby process (forking the `kiln` binary per request instead cost
