@@ -98,7 +98,8 @@
 //! runs: the launcher's round trip 5.1–5.6 ms, of which this code's setup to the step's exec
 //! 3.0–3.3 ms and the command to pid 1's exit 1.3 ms; the chain took 1.86–2.11× (paired
 //! 1.60–2.11) ninja running the same steps in `bwrap --unshare-all` (from 2.2–3.8× before the
-//! cloner, the work dir removal off the path and the standby restart; the goal is 1.5×). What is left there is spread out: the claim and
+//! cloner, the work dir removal off the path and the standby restart, at other times; in one
+//! window against the binary before them, 2.2–2.3× against 2.4–3.0×; the goal is 1.5×). What is left there is spread out: the claim and
 //! report round trips, the launcher, `/out`, pid 1's setup under load.
 //!
 //! # Not yet
