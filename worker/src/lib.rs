@@ -380,7 +380,7 @@ impl Inner {
             .store
             .rootfs(&spec.rootfs.sha256)
             .map_err(|e| StepError::Rootfs(Box::new(e)))?;
-        let inputs = stage::stage_inputs(&self.store, &spec.inputs, &dir.join("in"))?;
+        let inputs = stage::stage_inputs(&self.store, &spec.inputs)?;
         let out_dir = dir.join("out");
         fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
         // Unmounted when this function returns, after the outputs are collected.

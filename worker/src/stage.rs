@@ -87,11 +87,10 @@ fn stage_mirror(store: &BlobStore, name: &str, input: &MirrorInput) -> Result<Pa
 }
 
 /// Returns the mounts the sandbox needs for `inputs`, all of them directories inside the store
-/// (see the module docs). `_in_root` is no longer written to: nothing is staged per step.
+/// (see the module docs): nothing is staged per step.
 pub fn stage_inputs(
     store: &BlobStore,
     inputs: &[StagedInput],
-    _in_root: &Path,
 ) -> Result<Vec<InputMount>, StageError> {
     let started = Instant::now();
     let mut mounts = Vec::with_capacity(inputs.len());
@@ -164,7 +163,7 @@ mod tests {
     }
 
     fn stage(store: &BlobStore, inputs: &[StagedInput]) -> Result<Vec<InputMount>, StageError> {
-        stage_inputs(store, inputs, Path::new("/nonexistent/in"))
+        stage_inputs(store, inputs)
     }
 
     /// Overwrites a stored blob's bytes in place, keeping its size.
