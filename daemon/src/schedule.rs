@@ -41,6 +41,30 @@ pub enum SpecError {
     MissingRecord { step: String, need: String },
 }
 
+/// The step's `names` (inputs or sources) as resolved at acceptance, each mounted under its name.
+fn staged<T: Clone>(
+    step: &Step,
+    names: &[String],
+    resolved: &BTreeMap<String, T>,
+    source: impl Fn(T) -> InputSource,
+) -> Result<Vec<StagedInput>, SpecError> {
+    names
+        .iter()
+        .map(|name| {
+            let found = resolved
+                .get(name)
+                .ok_or_else(|| SpecError::UnresolvedInput {
+                    step: step.name().to_owned(),
+                    input: name.clone(),
+                })?;
+            Ok(StagedInput {
+                mount_name: name.clone(),
+                source: source(found.clone()),
+            })
+        })
+        .collect()
+}
+
 /// The spec of `step`, given the records of the steps it needs. Both the all-in-one mode
 /// ([`drive`]) and the daemon's leases build specs here.
 pub fn step_spec(
@@ -48,40 +72,8 @@ pub fn step_spec(
     step: &Step,
     records: &BTreeMap<String, StepRecord>,
 ) -> Result<StepSpec, SpecError> {
-    let mirror_inputs = step
-        .inputs()
-        .iter()
-        .map(|name| {
-            let input = run
-                .inputs
-                .get(name)
-                .ok_or_else(|| SpecError::UnresolvedInput {
-                    step: step.name().to_owned(),
-                    input: name.clone(),
-                })?;
-            Ok(StagedInput {
-                mount_name: name.clone(),
-                source: InputSource::Mirror(input.clone()),
-            })
-        })
-        .collect::<Result<Vec<_>, SpecError>>()?;
-    let source_inputs = step
-        .sources()
-        .iter()
-        .map(|name| {
-            let source = run
-                .sources
-                .get(name)
-                .ok_or_else(|| SpecError::UnresolvedInput {
-                    step: step.name().to_owned(),
-                    input: name.clone(),
-                })?;
-            Ok(StagedInput {
-                mount_name: name.clone(),
-                source: InputSource::Git(source.clone()),
-            })
-        })
-        .collect::<Result<Vec<_>, SpecError>>()?;
+    let mirror_inputs = staged(step, step.inputs(), &run.inputs, InputSource::Mirror)?;
+    let source_inputs = staged(step, step.sources(), &run.sources, InputSource::Git)?;
     let step_inputs = step
         .needs()
         .iter()
