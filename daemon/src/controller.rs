@@ -483,8 +483,7 @@ impl Controller {
         &self,
         digest: Sha256Digest,
     ) -> Result<Option<String>, ControllerError> {
-        let artifacts = self.state.published_artifacts().await?;
-        let Some(built) = artifacts.iter().rfind(|a| a.sha256 == digest) else {
+        let Some(built) = self.state.newest_published_artifact(&digest).await? else {
             return Ok(None);
         };
         let bytes = self.store.read_verified(&built.provenance_sha256)?;

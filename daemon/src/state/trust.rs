@@ -144,19 +144,35 @@ impl State {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("list artifacts"))?;
-        let bad = corrupt("artifact");
-        rows.iter()
-            .map(|r| {
-                let digest = |i: usize| {
-                    Sha256Digest::from_str(&r.get::<String, _>(i)).map_err(|e| bad(e.to_string()))
-                };
-                Ok(PublishedArtifact {
-                    run_id: r.get(0),
-                    name: r.get(1),
-                    sha256: digest(2)?,
-                    provenance_sha256: digest(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(artifact_from_row).collect()
     }
+
+    /// The newest published artifact with these bytes, if kiln published any.
+    pub async fn newest_published_artifact(
+        &self,
+        sha256: &Sha256Digest,
+    ) -> Result<Option<PublishedArtifact>, StateError> {
+        let row = sqlx::query(
+            "SELECT a.run_id, a.name, a.sha256, a.provenance_sha256 FROM artifacts a
+             JOIN runs r ON r.id = a.run_id WHERE a.sha256 = $1
+             ORDER BY r.started_at DESC, a.run_id DESC, a.name DESC LIMIT 1",
+        )
+        .bind(sha256.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("look up artifact"))?;
+        row.as_ref().map(artifact_from_row).transpose()
+    }
+}
+
+fn artifact_from_row(r: &sqlx::any::AnyRow) -> Result<PublishedArtifact, StateError> {
+    let bad = corrupt("artifact");
+    let digest =
+        |i: usize| Sha256Digest::from_str(&r.get::<String, _>(i)).map_err(|e| bad(e.to_string()));
+    Ok(PublishedArtifact {
+        run_id: r.get(0),
+        name: r.get(1),
+        sha256: digest(2)?,
+        provenance_sha256: digest(3)?,
+    })
 }
