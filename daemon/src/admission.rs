@@ -212,7 +212,7 @@ pub fn rootfs_packages(source: &Path) -> Vec<PackageRecord> {
     let packages = if source.is_dir() {
         crate::rootfs_packages::packages_of(source)
     } else {
-        packages_in_tar(source)
+        crate::rootfs_packages::packages_in_tar(source)
     };
     let Some(packages) = packages else {
         return Vec::new();
@@ -227,56 +227,6 @@ pub fn rootfs_packages(source: &Path) -> Vec<PackageRecord> {
             license: p.license.clone(),
         })
         .collect()
-}
-
-/// Only this much of the package list and of each copyright file is read from an archive.
-const MAX_LIST_BYTES: u64 = 4 << 20;
-const MAX_COPYRIGHT_BYTES: u64 = 64 << 10;
-
-/// [`crate::rootfs_packages::packages_of`] for a tar archive, streamed: the package list and
-/// the copyright files are read from regular-file members without extracting anything.
-fn packages_in_tar(path: &Path) -> Option<kiln_attest::RootfsPackages> {
-    use std::io::Read as _;
-    let mut archive = tar::Archive::new(std::fs::File::open(path).ok()?);
-    let mut list = None;
-    let mut copyrights = std::collections::BTreeMap::new();
-    for entry in archive.entries().ok()? {
-        let Ok(entry) = entry else { break };
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
-        let Ok(member) = entry.path().map(|p| p.into_owned()) else {
-            continue;
-        };
-        let member = member.strip_prefix("./").unwrap_or(&member).to_owned();
-        let member = member.strip_prefix("/").unwrap_or(&member).to_owned();
-        let package = member
-            .strip_prefix("usr/share/doc")
-            .ok()
-            .filter(|rest| rest.components().count() == 2 && rest.ends_with("copyright"))
-            .and_then(|rest| rest.components().next())
-            .and_then(|c| c.as_os_str().to_str().map(str::to_owned));
-        let cap = match (
-            &package,
-            member == Path::new(kiln_attest::sbom::rootfs::PACKAGE_LIST_PATH),
-        ) {
-            (_, true) => MAX_LIST_BYTES,
-            (Some(_), false) => MAX_COPYRIGHT_BYTES,
-            (None, false) => continue,
-        };
-        let mut text = String::new();
-        if entry.take(cap).read_to_string(&mut text).is_err() {
-            continue;
-        }
-        match package {
-            Some(name) => {
-                copyrights.insert(name, text);
-            }
-            None => list = Some(text),
-        }
-    }
-    let packages = kiln_attest::RootfsPackages::parse(&list?).ok()?;
-    Some(packages.with_licenses(|name| copyrights.get(name).cloned()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! What the SBOMs list beyond the step records: the Debian packages of each root filesystem a
-//! run used, read from the extracted rootfs in the store (`/etc/kiln-rootfs-packages`, and
-//! `/usr/share/doc/PACKAGE/copyright` for licenses; docs/sbom.md).
+//! The Debian packages of a root filesystem (`/etc/kiln-rootfs-packages`, and
+//! `/usr/share/doc/PACKAGE/copyright` for licenses): what the SBOMs list beyond the step
+//! records, read from each extracted rootfs a run used (docs/sbom.md), and what `kiln mirror
+//! import-rootfs` records as evidence, read from the directory or the tar archive before
+//! anything is stored (docs/mirror.md).
 //!
 //! Everything here is best effort: a rootfs without the list, with a malformed or oversized
 //! list, or that cannot be extracted is listed without packages (with a warning). Reads never
@@ -60,6 +62,57 @@ pub fn packages_of(root: &Path) -> Option<RootfsPackages> {
             None
         }
     }
+}
+
+/// [`packages_of`] for a tar archive, streamed: the package list and
+/// the copyright files are read from regular-file members without extracting anything.
+pub fn packages_in_tar(path: &Path) -> Option<RootfsPackages> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(std::fs::File::open(path).ok()?);
+    let mut list = None;
+    let mut copyrights = std::collections::BTreeMap::new();
+    for entry in archive.entries().ok()? {
+        let Ok(entry) = entry else { break };
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let Ok(member) = entry.path().map(|p| p.into_owned()) else {
+            continue;
+        };
+        let member = member.strip_prefix("./").unwrap_or(&member).to_owned();
+        let member = member.strip_prefix("/").unwrap_or(&member).to_owned();
+        let package = member
+            .strip_prefix("usr/share/doc")
+            .ok()
+            .filter(|rest| rest.components().count() == 2 && rest.ends_with("copyright"))
+            .and_then(|rest| rest.components().next())
+            .and_then(|c| c.as_os_str().to_str().map(str::to_owned));
+        let cap = match (&package, member == Path::new(PACKAGE_LIST_PATH)) {
+            (_, true) => MAX_LIST_BYTES,
+            (Some(_), false) => MAX_COPYRIGHT_BYTES,
+            (None, false) => continue,
+        };
+        // As in a directory: a copyright file is cut at the cap, a longer list is refused.
+        let mut bytes = Vec::new();
+        if entry.take(cap + 1).read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        let complete = bytes.len() as u64 <= cap;
+        bytes.truncate(cap as usize);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        match package {
+            Some(name) => {
+                copyrights.insert(name, text);
+            }
+            None if complete => list = Some(text),
+            None => {
+                tracing::warn!(archive = %path.display(), "rootfs package list too large: no packages read");
+                return None;
+            }
+        }
+    }
+    let packages = RootfsPackages::parse(&list?).ok()?;
+    Some(packages.with_licenses(|name| copyrights.get(name).cloned()))
 }
 
 /// Up to `cap` bytes of the regular file `root/rel`, and whether that was all of it; `None`

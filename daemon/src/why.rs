@@ -203,32 +203,17 @@ impl Walk<'_> {
     }
 }
 
-/// Verifies `built`'s provenance; its status line, whether it verified, and the mirror
-/// entries it resolved (as `kiln:mirror/NAME@VERSION` with a sha256).
+/// Verifies `built`'s provenance with the controller's key; see [`verify_stored`].
 fn check(
     store: &BlobStore,
     key: &PublicKey,
     built: &PublishedArtifact,
 ) -> (String, bool, Vec<(MirrorRef, Sha256Digest)>) {
-    let text = match store
-        .read_verified(&built.provenance_sha256)
-        .map_err(|e| e.to_string())
-        .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
-    {
-        Ok(text) => text,
-        Err(e) => return (format!("unreadable: {e}"), false, Vec::new()),
-    };
-    match verify_provenance(ArtifactRef::Digest(built.sha256), &text, key) {
-        Ok(verified) => {
-            let deps = crate::admission::mirror_dependencies(&verified);
-            (format!("verified with key {}", verified.keyid), true, deps)
-        }
-        Err(e) => (format!("does NOT verify: {e}"), false, Vec::new()),
-    }
+    verify_stored(store, &built.provenance_sha256, built.sha256, key, "key")
 }
 
-/// Re-verifies provenance an entry was admitted on, from the store, with the builder key
-/// recorded then; like [`check`].
+/// Re-verifies provenance an entry was admitted on with the builder key recorded then; see
+/// [`verify_stored`].
 fn check_admitted(
     store: &BlobStore,
     evidence: &crate::evidence::ProvenanceEvidence,
@@ -242,17 +227,33 @@ fn check_admitted(
     let Some(Ok(key)) = key else {
         return ("recorded without its builder key".into(), false, Vec::new());
     };
-    let text = Sha256Digest::from_str(&evidence.document_sha256)
+    let Ok(document) = Sha256Digest::from_str(&evidence.document_sha256) else {
+        return ("recorded with a malformed digest".into(), false, Vec::new());
+    };
+    verify_stored(store, &document, sha256, &key, "builder key")
+}
+
+/// Verifies the provenance document kept in the store under `document` for the bytes
+/// `artifact`, with `key` (named `key_name` in the status line): its status line, whether it verified, and the mirror entries it
+/// resolved (as `kiln:mirror/NAME@VERSION` with a sha256).
+fn verify_stored(
+    store: &BlobStore,
+    document: &Sha256Digest,
+    artifact: Sha256Digest,
+    key: &PublicKey,
+    key_name: &str,
+) -> (String, bool, Vec<(MirrorRef, Sha256Digest)>) {
+    let text = store
+        .read_verified(document)
         .map_err(|e| e.to_string())
-        .and_then(|d| store.read_verified(&d).map_err(|e| e.to_string()))
         .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()));
     let text = match text {
         Ok(text) => text,
         Err(e) => return (format!("unreadable: {e}"), false, Vec::new()),
     };
-    match verify_provenance(ArtifactRef::Digest(sha256), &text, &key) {
+    match verify_provenance(ArtifactRef::Digest(artifact), &text, key) {
         Ok(verified) => (
-            format!("verified with builder key {}", verified.keyid),
+            format!("verified with {key_name} {}", verified.keyid),
             true,
             crate::admission::mirror_dependencies(&verified),
         ),

@@ -60,6 +60,12 @@ fn assert_refused_storing_nothing(
     out
 }
 
+/// Writes the data dir's `mirror-policy.yaml` (creating the data dir first).
+fn set_policy(env: &Env, policy: &str) {
+    env.kiln_ok(&["mirror", "list"]);
+    std::fs::write(env.data_dir().join("mirror-policy.yaml"), policy).unwrap();
+}
+
 /// busybox, `lib-src@1`, and a run that builds `out/lib` with its provenance.
 fn built_lib(env: &Env) -> (PathBuf, PathBuf) {
     env.import_busybox();
@@ -116,16 +122,14 @@ fn a_kiln_built_input_whose_dependency_is_not_in_this_mirror_is_refused() {
     let (lib, provenance) = built_lib(&builder);
     // ...offered to another that trusts that builder's key but holds none of its inputs.
     let env = Env::new();
-    env.kiln_ok(&["mirror", "list"]);
     let builder_pub = env.write("builder.pub", &text(&builder.kiln_ok(&["keys", "public"])));
-    std::fs::write(
-        env.data_dir().join("mirror-policy.yaml"),
-        format!(
+    set_policy(
+        &env,
+        &format!(
             "builders:\n  ci: {{ key: \"{}\" }}\nrules:\n  - names: \"lib\"\n    require_provenance: true\n    builders: [ci]\n",
             builder_pub.display()
         ),
-    )
-    .unwrap();
+    );
     let args = ["--provenance", provenance.to_str().unwrap()];
     let out =
         assert_refused_storing_nothing(&env, "its dependency", || add(&env, &lib, "lib@1", &args));
@@ -198,15 +202,13 @@ fn a_sigstore_bundle_by_a_trusted_key_is_admitted_and_a_foreign_one_refused() {
     let file = env.write("gcc.tar", "pretend this is gcc\n");
     let (acme_key, acme_pub) = openssl_key(&env, "acme");
     let (other_key, _) = openssl_key(&env, "other");
-    env.kiln_ok(&["mirror", "list"]);
-    std::fs::write(
-        env.data_dir().join("mirror-policy.yaml"),
-        format!(
+    set_policy(
+        &env,
+        &format!(
             "signers:\n  acme: {{ key: \"{}\" }}\nrules:\n  - names: \"gcc\"\n    require_signature: true\n",
             acme_pub.display()
         ),
-    )
-    .unwrap();
+    );
     let key = ["--key", acme_pub.to_str().unwrap()];
     let with_bundle = |b: &Path| {
         let mut args = vec!["--bundle", b.to_str().unwrap()];
@@ -254,15 +256,13 @@ fn a_certificate_names_the_signer_whose_key_the_policy_trusts() {
         cert.to_str().unwrap(),
     ]);
     let sig = openssl_sign(&env, &acme_key, &file, "gcc.sig");
-    env.kiln_ok(&["mirror", "list"]);
-    std::fs::write(
-        env.data_dir().join("mirror-policy.yaml"),
-        format!(
+    set_policy(
+        &env,
+        &format!(
             "signers:\n  acme: {{ key: \"{}\" }}\nrules:\n  - names: \"gcc\"\n    require_signature: true\n",
             acme_pub.display()
         ),
-    )
-    .unwrap();
+    );
     let args = [
         "--signature",
         sig.to_str().unwrap(),
@@ -306,12 +306,10 @@ fn a_certificate_names_the_signer_whose_key_the_policy_trusts() {
 fn licenses_are_decided_by_the_policy_where_known() {
     let env = Env::new();
     let file = env.write("zlib.tar", "pretend this is zlib\n");
-    env.kiln_ok(&["mirror", "list"]);
-    std::fs::write(
-        env.data_dir().join("mirror-policy.yaml"),
+    set_policy(
+        &env,
         "rules:\n  - names: \"*\"\n    licenses: [MIT, Zlib, Apache-2.0]\n",
-    )
-    .unwrap();
+    );
     assert_refused_storing_nothing(&env, "license GPL-3.0-only is not allowed", || {
         add(&env, &file, "zlib@1", &["--license", "GPL-3.0-only"])
     });
@@ -379,11 +377,7 @@ fn a_rootfs_records_its_packages_and_a_license_rule_refuses_a_package() {
         "{show}"
     );
 
-    std::fs::write(
-        env.data_dir().join("mirror-policy.yaml"),
-        "rules:\n  - names: \"*\"\n    licenses: [MIT]\n",
-    )
-    .unwrap();
+    set_policy(&env, "rules:\n  - names: \"*\"\n    licenses: [MIT]\n");
     let import = |path: &Path, name: &str| {
         env.kiln(&[
             "mirror",
