@@ -154,13 +154,22 @@ fi
 
 declare -A total
 lines() { wc -l <"$1"; }
+# CPU seconds (user + system, all threads) a process has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
+cpu_now() { # "daemon workers" CPU seconds
+  echo "$(cpu_secs "${pgids[0]}") $(echo "$(cpu_secs "${pgids[1]}") + $(cpu_secs "${pgids[2]}")" | bc)"
+}
 run_kiln() { # SHAPE REP
   local shape=$1 rep=$2 t0 t1 off1 off2
   off1=$(lines "$scratch/worker-1.log") off2=$(lines "$scratch/worker-2.log")
+  read -r d0 w0 < <(cpu_now)
   t0=$(now)
   fg "$kiln" submit "$scratch/$shape/pipeline-0.yaml" --wait --json >"$scratch/$shape.json" 2>"$scratch/$shape.err" ||
     { tail -5 "$scratch/$shape.err" >&2; echo "bench-dag: kiln run failed" >&2; exit 1; }
   t1=$(now)
+  read -r d1 w1 < <(cpu_now)
+  total[dcpu-$shape]+=" $(echo "($d1 - $d0) * 1000 / $N" | bc -l)"
+  total[wcpu-$shape]+=" $(echo "($w1 - $w0) * 1000 / $N" | bc -l)"
   grep -q '"state": *"succeeded"' "$scratch/$shape.json" || { echo "bench-dag: run did not succeed" >&2; exit 1; }
   # accepted, first lease, last report, finished: seconds since submit started (daemon log).
   read -r acc lease last fin < <(py run-times "$scratch/daemon.log" "$t0")
@@ -217,6 +226,12 @@ for shape in flat chain; do
   printf '  %-5s accepted %.3f, first lease %.3f, last report -> run finished %.3f, submit --wait returned %.2f\n' \
     "$shape" "$(py median ${total[acc-$shape]})" "$(py median ${total[lease-$shape]})" \
     "$(py median ${total[pub-$shape]})" "$(py median ${total[cli-$shape]})"
+done
+for shape in flat chain; do
+  # shellcheck disable=SC2086
+  printf '  %-5s CPU per step: daemon %.2f ms, the two workers %.2f ms (their own threads; not the\n' \
+    "$shape" "$(py median ${total[dcpu-$shape]})" "$(py median ${total[wcpu-$shape]})"
+  echo "        sandbox launchers or the steps' processes)"
 done
 for shape in flat chain; do
   echo "kiln $shape, per lease (worker clocks; run_step = stage + sandbox + collect + store log):"

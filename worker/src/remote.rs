@@ -522,7 +522,9 @@ async fn stream_log(
     let mut file = tokio::fs::File::from_std(file);
     let mut offset = 0u64;
     let mut pending = Vec::new();
-    let mut ticks = tokio::time::interval(LOG_PERIOD);
+    // The first look after one period, not at once: most steps are over by then, and their
+    // record carries the log (a look costs a 256 KiB buffer and a blocking read).
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + LOG_PERIOD, LOG_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
