@@ -133,7 +133,7 @@ for _ in $(seq 300); do
 done
 [[ -n "$url" ]] || { cat "$scratch/daemon.log" >&2; echo "bench-dag: the daemon did not start" >&2; exit 1; }
 for w in 1 2; do
-  KILN_LOG=info,kiln_worker::remote=debug setsid "$kiln" --data-dir "$scratch/worker-$w" worker \
+  KILN_LOG=info,kiln_worker=debug setsid "$kiln" --data-dir "$scratch/worker-$w" worker \
     --controller "$url" --name "bench-$w" --slots "$SLOTS" --host-ids "$((1400000 + 1000 * w)):$((SLOTS + 2))" \
     >"$scratch/worker-$w.out" 2>"$scratch/worker-$w.log" </dev/null &
   pgids+=($!)

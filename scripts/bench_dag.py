@@ -13,7 +13,10 @@
       per-lease phases from worker logs (debug events of worker/src/remote.rs): claim round
       trip, ready -> sandbox start, fetch, run_step (split at the worker's "step started" into
       stage, i.e. work dir, inputs, /out tmpfs, and sandbox+after, i.e. the sandboxed process,
-      collecting outputs, storing the log, removing the work dir), upload, report; p50/p90/p99.
+      collecting outputs, storing the log, removing the work dir; split further by the worker's
+      "sandbox phases" event of worker/src/lib.rs: the launcher's round trip, of which the
+      helper's setup to the step's exec and the command to pid 1's exit, collect, the /out
+      unmount, storing the log, cleaning up), upload, report; p50/p90/p99.
       --by-tenth adds the claim p50/p99 per tenth of the claims in time order.
   median X...
       the median of the numbers.
@@ -104,7 +107,9 @@ def phases(logs, by_tenth=False):
     fetched = {}  # lease -> fetch_us
     ran = {}  # lease -> run_us
     rows = {k: [] for k in ("claim", "ready_to_sandbox", "fetch", "run_step", "  stage", "  sandbox+after",
-                            "upload", "report")}
+                            "    launcher", "      helper setup", "      helper command",
+                            "      launcher rest", "    collect", "    unmount /out", "    store log",
+                            "    clean up", "upload", "report")}
     for log in logs:
         for ts, msg, f in parse(log):
             if msg == "claimed":
@@ -117,6 +122,17 @@ def phases(logs, by_tenth=False):
                 leased[f["lease"]] = (f.get("run"), f.get("step"))
             elif msg == "step started":
                 started[(f.get("run"), f.get("step"))] = ts
+            elif msg == "sandbox phases":  # worker/src/lib.rs: the sandbox+after part
+                us = {k: int(f[k]) / 1000 for k in ("sandbox_us", "setup_us", "command_us", "collect_us",
+                                                     "unmount_us", "store_log_us", "cleanup_us")}
+                rows["    launcher"].append(us["sandbox_us"])
+                rows["      helper setup"].append(us["setup_us"])
+                rows["      helper command"].append(us["command_us"])
+                rows["      launcher rest"].append(us["sandbox_us"] - us["setup_us"] - us["command_us"])
+                rows["    collect"].append(us["collect_us"])
+                rows["    unmount /out"].append(us["unmount_us"])
+                rows["    store log"].append(us["store_log_us"])
+                rows["    clean up"].append(us["cleanup_us"])
             elif msg == "lease phases":
                 fetched[f["lease"]] = int(f["fetch_us"]) / 1e6
                 ran[f["lease"]] = int(f["run_us"]) / 1e6

@@ -2,7 +2,8 @@
 //! and supervises it. It is single-threaded from start to exec and never returns to its
 //! caller. It runs either as its own process, started by [`crate::run`] for one step, or as a
 //! process the launcher (`serve`, started once per worker by [`crate::Launcher`]) forked for
-//! the step, which hands it a cgroup and a network namespace made ahead of time (`Prepared`).
+//! the step, which hands it a cgroup and a network namespace made ahead of time, and a cloner
+//! already in that cgroup ([`crate::cloner`]) (`Prepared`).
 //!
 //! # Order of operations
 //!
@@ -10,12 +11,14 @@
 //! check the spec → (one-shot only: find the cgroup layout, sweep stale step cgroups) → private
 //! mount namespace → mount plan under the rootfs ([`crate::mounts`]) → `clone3` pid 1 into new
 //! user/mount/pid/ipc/uts namespaces and a new network namespace (or keep the pre-made one it
-//! is in) → while pid 1 finishes its mount namespace: write its id maps, create the step's
-//! cgroup (or take the pre-made one) with its limits, move pid 1 into it ([`crate::cgroup`])
-//! → release pid 1, which makes its cgroup namespace and forks the step → go back to the host's
-//! mount namespace → wait for the step's exec (or a setup error) → wait for pid 1's exit or
-//! the deadline → kill whatever is left in the cgroup, read usage and limit events, remove the
-//! cgroup → report, close stdout (the reader's EOF), exit.
+//! is in), through the cloner if there is one (pid 1 is then born in the step's cgroup) → while
+//! pid 1 finishes its mount namespace: write its id maps, create the step's cgroup (or take the
+//! pre-made one) with its limits, move pid 1 into it unless it was born there
+//! ([`crate::cgroup`]), reap the cloner → release pid 1, which makes its cgroup namespace and
+//! forks the step → go back to the host's mount namespace → wait for the step's exec (or a
+//! setup error) → wait for pid 1's exit or the deadline → kill whatever is left in the cgroup,
+//! read usage and limit events → report, close stdout (the reader's EOF) → remove the cgroup,
+//! exit.
 //!
 //! # Choices made on this machine (kernel 6.18, root), and why
 //!
@@ -43,10 +46,16 @@
 //!   and only the helper (outside the pid namespace) can kill it.
 //! - Once pid 1 is released, the helper `setns`es back to the host's mount namespace, so the
 //!   private one is torn down in parallel with the step's start instead of at the helper's exit.
-//! - Pid 1 is cloned outside the step's cgroup and moved in by the helper (one `cgroup.procs`
-//!   write per hierarchy) while it sets up, then makes its cgroup namespace itself, once it is
-//!   there; before the release it runs only kiln's code. Moving the helper in and back out
-//!   around the clone, as before, took twice the writes, on the critical path.
+//! - Through a launcher, pid 1 is cloned *in* the step's cgroup by the standby's cloner, which
+//!   moved itself there while the standby waited for its step ([`crate::cloner`]): moving a
+//!   process between cgroups waits for an RCU grace period (~12 ms here) whenever none moved in
+//!   the last ~10–20 ms, which is the usual case between the steps of a DAG. The helper itself
+//!   never enters the cgroup (its kill, freezer, usage and OOM choice concern the step alone).
+//!   Without a cloner (the one-shot helper, or the cloner is gone) pid 1 is cloned outside and
+//!   moved in (one `cgroup.procs` write per hierarchy) while it sets up. Either way it makes its
+//!   cgroup namespace itself once released; before that it runs only kiln's code.
+//! - The cgroup is removed after the report, not before: `rmdir` waits for the lock that a
+//!   cloner's move holds through the grace period.
 //! - A pre-made network namespace belongs to the host's user namespace: pid 1 cannot bring `lo`
 //!   up in it (the launcher did), and nothing in the sandbox holds any capability over it.
 //!
@@ -56,7 +65,10 @@
 //! the launcher: 0.82–0.84× a bare `bwrap --unshare-all --ro-bind ROOTFS / true` in the same
 //! run (3.4–3.6 ms), 0.63–0.69× bwrap doing the same mounts and privilege drop. The one-shot
 //! helper takes 4.9–5.8 ms (1.4–1.7×); before the launcher every step took that path, ~6.2 ms,
-//! 1.9×. Where the launcher's time goes, from timestamps per phase (medians):
+//! 1.9×. Re-measured with the cloner (2026-11-22 05:18–05:21, load 2.3–4.8): 0.98× in
+//! `scripts/bench-sandbox.sh`, and 0.82–0.86× in an A/B in the same window where the launcher
+//! without it took 1.64–1.81× (it paid the cgroup move's grace period under that load). Where
+//! the launcher's time goes, from timestamps per phase (medians, before the cloner):
 //!
 //! - ~0.5 ms before this code runs and after it reports: the request and the report over the
 //!   sockets, waking the standby process (forking the `kiln` binary per request instead cost
@@ -66,13 +78,29 @@
 //! - id maps 0.04 ms, limits 0.13 ms, moving pid 1 into the cgroup 0.12 ms, in parallel with
 //!   pid 1's own setup (`/proc`, `pivot_root`, the 11 `/proc` masks, hostname). The move waits
 //!   for an RCU grace period whenever no cgroup migration happened on the machine in the last
-//!   few ms: then it costs 5–13 ms (p90 ~9 ms). That is the one big tail left, off the median
-//!   (v1 cannot clone into a cgroup; `favordynmods` on the cgroup mounts would remove it, at a
-//!   cost to every fork on the host: an operator's choice, not kiln's);
+//!   ~10–20 ms: measured here (2026-11-22, a `cgroup.procs` write after a pause), 0.2 ms after
+//!   a 10 ms pause, 12 ms median (p90 16–20 ms) after 20–50 ms. Steps back to back (this
+//!   benchmark) rarely pay it; the steps of a DAG nearly all did (strace: p50 11.6 ms per move
+//!   during a chain). Through the launcher no process is moved on the critical path any more:
+//!   the standby's cloner moves into the cgroup while it waits, pid 1 is cloned there
+//!   ([`crate::cloner`]; the cloner's fork, decode, clone and exit add ~0.3–0.5 ms of CPU per
+//!   step, not on the path). `favordynmods` on the cgroup mounts would also remove the wait, at
+//!   a cost to every fork on the host: an operator's choice, not kiln's;
 //! - the step's privilege drop, seccomp and exec 0.4 ms after the release (installing the
 //!   filter cost ~0.3 ms more as seccompiler's linear program: see `build.rs`), `true` and pid
 //!   1's exit 0.55 ms;
-//! - kill check, usage, events and `rmdir` of the cgroup 0.23 ms, before the report.
+//! - kill check, usage, events and `rmdir` of the cgroup 0.23 ms (measured before the cloner);
+//!   the `rmdir` now comes after the report (it waits for the cgroup mutex while another
+//!   helper's cloner moves).
+//!
+//! In the DAG benchmark (`scripts/bench-dag.sh`, docs/benchmarks.md; 2026-11-22 05:06–05:20,
+//! load 3–13 on the 2 cores), per chained step through daemon and workers, medians of two
+//! runs: the launcher's round trip 5.1–5.6 ms, of which this code's setup to the step's exec
+//! 3.0–3.3 ms and the command to pid 1's exit 1.3 ms; the chain took 1.86–2.11× (paired
+//! 1.60–2.11) ninja running the same steps in `bwrap --unshare-all` (from 2.2–3.8× before the
+//! cloner, the work dir removal off the path and the standby restart, at other times; in one
+//! window against the binary before them, 2.2–2.3× against 2.4–3.0×; the goal is 1.5×). What is left there is spread out: the claim and
+//! report round trips, the launcher, `/out`, pid 1's setup under load.
 //!
 //! # Not yet
 //!
@@ -96,6 +124,7 @@ use nix::unistd::{Pid, chdir, pipe2};
 
 use crate::cgroup::{self, Layout};
 use crate::child::{self, Pid1Pipes};
+use crate::cloner::Cloner;
 use crate::error::SetupError;
 use crate::mounts::{self, errno_of};
 use crate::protocol::{self, HelperReport};
@@ -105,7 +134,7 @@ use crate::sys::{self, Cloned};
 
 /// Namespaces the step's pid 1 is cloned into, besides the network one (see [`Network`]). Its
 /// cgroup namespace is made by pid 1 itself, once it is in the step's cgroup.
-const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
+pub(crate) const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWUSER
     .union(CloneFlags::CLONE_NEWNS)
     .union(CloneFlags::CLONE_NEWPID)
     .union(CloneFlags::CLONE_NEWIPC)
@@ -131,6 +160,9 @@ pub(crate) struct Prepared {
     /// This process's step cgroup, made ahead of time without limits (a launcher's standby
     /// process); `None`: make it once pid 1 is cloned.
     pub cgroup: Option<cgroup::Guard>,
+    /// A child already in that cgroup, to clone pid 1 there ([`crate::cloner`]); `None`: clone
+    /// pid 1 here and move it in.
+    pub cloner: Option<Cloner>,
 }
 
 /// Entry point of the helper process (`kiln sandbox-helper`, `kiln-sandbox-helper`).
@@ -151,6 +183,7 @@ pub fn helper_main() -> ! {
         layout: None,
         network: Network::Fresh,
         cgroup: None,
+        cloner: None,
     })
 }
 
@@ -163,9 +196,9 @@ fn stdin_is_socket() -> bool {
 
 /// Builds and supervises one sandbox, writes the report on stdout, exits.
 pub(crate) fn report_and_exit(prepared: Prepared) -> ! {
-    let report = match supervise(prepared) {
-        Ok(report) => HelperReport::Finished(report),
-        Err(err) => HelperReport::Failed(err),
+    let (report, cgroup) = match supervise(prepared) {
+        Ok((report, cgroup)) => (HelperReport::Finished(report), Some(cgroup)),
+        Err(err) => (HelperReport::Failed(err), None),
     };
     let json = serde_json::to_vec(&report).unwrap_or_default();
     let mut rest = &json[..];
@@ -174,13 +207,22 @@ pub(crate) fn report_and_exit(prepared: Prepared) -> ! {
     }
     // EOF for the reader now, rather than once the kernel has torn this process down.
     let _ = nix::unistd::close(1);
+    // The step's cgroup is empty: remove it now, after the report, because `rmdir` takes the
+    // lock that another helper's cgroup migration holds through an RCU grace period (a
+    // launcher's cloner moving in: see `crate::cloner`). The one-shot helper's caller waits
+    // for this process's exit, so it finds the cgroup gone either way.
+    drop(cgroup);
     sys::exit_now(0)
 }
 
-fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
+/// Builds and supervises the sandbox; returns the report and the step's cgroup, emptied, for
+/// the caller to remove once it has reported.
+fn supervise(prepared: Prepared) -> Result<(RunReport, cgroup::Guard), SetupError> {
     let started = Instant::now();
-    sanitise()?;
-    let spec = read_spec()?;
+    sanitise_keeping(prepared.cloner.as_ref())?;
+    let (spec, raw) = read_spec()?;
+    // The cloner decodes the request while the mounts are made here.
+    let cloner = prepared.cloner.and_then(|cloner| cloner.send_request(&raw));
     let layout = match prepared.layout {
         Some(layout) => layout,
         None => {
@@ -198,7 +240,7 @@ fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
         source,
     })?;
     let deadline = Instant::now() + spec.timeout;
-    let pid1 = spawn_pid1(&spec, prepared.network)?;
+    let pid1 = spawn_pid1(&spec, prepared.network, cloner.as_ref())?;
     // While pid 1 finishes its mount namespace: its id maps, then its cgroup (see
     // `crate::cgroup`). Dropping the guard on any early return kills whatever of the step is
     // left and removes the cgroup.
@@ -207,7 +249,13 @@ fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
         Some(mut made) => made.set_limits(&spec.limits).map(|()| made)?,
         None => cgroup::create(&layout, &spec.limits)?,
     };
-    cgroup.get().add(pid1.pid)?;
+    if !pid1.born_in_cgroup {
+        cgroup.get().add(pid1.pid)?;
+    }
+    // Nothing but pid 1 may be in the cgroup once the step can fork.
+    if let Some(cloner) = cloner {
+        cloner.reap();
+    }
     nix::unistd::write(&pid1.release, &[1]).map_err(SetupError::Release)?;
     // pid 1 has its own copy of the tree. Going back to the host's mount namespace tears the
     // private one down here, while the step starts, rather than at exit while `run` waits.
@@ -219,7 +267,7 @@ fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
             setup,
             command: Duration::ZERO,
         };
-        return finish(cgroup, outcome, timing);
+        return settle(&cgroup, outcome, timing).map(|report| (report, cgroup));
     }
     let setup = started.elapsed();
     let outcome = wait_for_exit(&pid1, deadline)?;
@@ -227,18 +275,17 @@ fn supervise(prepared: Prepared) -> Result<RunReport, SetupError> {
         setup,
         command: started.elapsed() - setup,
     };
-    finish(cgroup, outcome, timing)
+    settle(&cgroup, outcome, timing).map(|report| (report, cgroup))
 }
 
 /// Kills whatever of the step is left in its cgroup (pid 1's exit already took the pid
-/// namespace down; this catches anything that got out of it), reads usage and limit events,
-/// removes the cgroup.
-fn finish(
-    cgroup: cgroup::Guard,
+/// namespace down; this catches anything that got out of it), reads usage and limit events.
+fn settle(
+    cgroup: &cgroup::Guard,
     outcome: Outcome,
     timing: Timing,
 ) -> Result<RunReport, SetupError> {
-    let (usage, mut events) = cgroup.finish()?;
+    let (usage, mut events) = cgroup.settle()?;
     if outcome == Outcome::TimedOut {
         events.push(LimitEvent::Timeout);
     }
@@ -252,16 +299,26 @@ fn finish(
 
 /// Dies with the parent, refuses to run multi-threaded, closes inherited descriptors.
 pub(crate) fn sanitise() -> Result<(), SetupError> {
+    sanitise_keeping(None)
+}
+
+/// [`sanitise`], but keeps the socket to `cloner`, if any.
+fn sanitise_keeping(cloner: Option<&Cloner>) -> Result<(), SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::ParentDeathSignal)?;
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
     if threads != 1 {
         return Err(SetupError::NotSingleThreaded { threads });
     }
-    sys::close_from(3).map_err(SetupError::CloseFds)
+    match cloner {
+        Some(cloner) => sys::close_all_above_2_but(cloner.socket_fd()),
+        None => sys::close_from(3),
+    }
+    .map_err(SetupError::CloseFds)
 }
 
 /// Reads the request on stdin, checks it, then points stdin at `/dev/null` for the step.
-fn read_spec() -> Result<SandboxSpec, SetupError> {
+/// Returns the spec and the request as read.
+fn read_spec() -> Result<(SandboxSpec, Vec<u8>), SetupError> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
@@ -282,7 +339,7 @@ fn read_spec() -> Result<SandboxSpec, SetupError> {
     )
     .map_err(SetupError::StdinToDevNull)?;
     nix::unistd::dup2_stdin(null).map_err(SetupError::StdinToDevNull)?;
-    Ok(spec)
+    Ok((spec, bytes))
 }
 
 /// A mount namespace of our own where nothing propagates back to the host. Returns the host's
@@ -308,38 +365,56 @@ struct Pid1 {
     errors: OwnedFd,
     /// Read end: the step's wait status.
     status: OwnedFd,
+    /// Cloned in the step's cgroup by the cloner: no move needed.
+    born_in_cgroup: bool,
 }
 
-/// Clones pid 1 into the new namespaces (cwd: the rootfs mount), outside any step cgroup. It
-/// sets up while the helper maps its ids and makes its cgroup, then waits for the release.
-fn spawn_pid1(spec: &SandboxSpec, network: Network) -> Result<Pid1, SetupError> {
+/// Clones pid 1 into the new namespaces (cwd: the rootfs mount): through `cloner`, in the
+/// step's cgroup, if there is one; else here, outside any step cgroup. It sets up while the
+/// helper maps its ids and sets its limits, then waits for the release.
+fn spawn_pid1(
+    spec: &SandboxSpec,
+    network: Network,
+    cloner: Option<&Cloner>,
+) -> Result<Pid1, SetupError> {
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe);
     let (release_r, release_w) = pipe()?;
     let (errors_r, errors_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let namespaces = match network {
-        Network::Fresh => NAMESPACES | CloneFlags::CLONE_NEWNET,
-        Network::Premade => NAMESPACES,
+    let pipes = Pid1Pipes {
+        release: release_r,
+        errors: errors_w,
+        status: status_w,
     };
-    let (pid, pidfd) = match sys::clone_into_namespaces(namespaces).map_err(SetupError::Clone)? {
-        Cloned::Child => {
-            drop((release_w, errors_r, status_r));
-            let pipes = Pid1Pipes {
-                release: release_r,
-                errors: errors_w,
-                status: status_w,
+    let ours = (release_w, errors_r, status_r);
+    let (pid, pidfd, born_in_cgroup) = match cloner.map(|c| c.spawn_pid1(network, &pipes)) {
+        Some(Ok(Some(cloned))) => (cloned.pid, cloned.pidfd, true),
+        Some(Err(err)) => return Err(err),
+        // No cloner, or it is gone: clone here.
+        None | Some(Ok(None)) => {
+            let namespaces = match network {
+                Network::Fresh => NAMESPACES | CloneFlags::CLONE_NEWNET,
+                Network::Premade => NAMESPACES,
             };
-            child::pid1(spec, network, pipes)
+            let cloned = sys::clone_into_namespaces(namespaces, sys::ParentOfClone::Caller);
+            match cloned.map_err(SetupError::Clone)? {
+                Cloned::Child => {
+                    drop(ours);
+                    child::pid1(spec, network, pipes)
+                }
+                Cloned::Parent { pid, pidfd } => (pid, pidfd, false),
+            }
         }
-        Cloned::Parent { pid, pidfd } => (pid, pidfd),
     };
-    drop((release_r, errors_w, status_w));
+    drop(pipes);
+    let (release, errors, status) = ours;
     Ok(Pid1 {
         pid,
         pidfd,
-        release: release_w,
-        errors: errors_r,
-        status: status_r,
+        release,
+        errors,
+        status,
+        born_in_cgroup,
     })
 }
 

@@ -30,13 +30,14 @@
 //!    *locked*: nothing inside can remount them read-write or unmount them to reveal what is
 //!    underneath;
 //! 5. writes the child's `uid_map`/`gid_map` (`STEP_ID HOST_ID 1`), creates the step's cgroup
-//!    with its limits and moves the child into it, releases it and returns to the host's mount
-//!    namespace (its private one is no longer needed);
+//!    with its limits and moves the child into it (through a [`Launcher`], the child was born
+//!    there instead: see `cloner`), releases it and returns to the host's mount namespace (its
+//!    private one is no longer needed);
 //! 6. waits on the child's pidfd with the spec's timeout; on expiry SIGKILLs the pid 1, which
 //!    makes the kernel kill everything left in the pid namespace;
 //! 7. kills whatever is left in the step's cgroup (pid 1 was in it before it forked the step,
-//!    so every process of the step is), reads [`ResourceUsage`] and [`LimitEvent`]s into the [`RunReport`] and
-//!    removes the cgroup. Memory, pids and CPU limits come from [`Limits`], through cgroup v2
+//!    so every process of the step is), reads [`ResourceUsage`] and [`LimitEvent`]s into the [`RunReport`],
+//!    reports, then removes the cgroup. Memory, pids and CPU limits come from [`Limits`], through cgroup v2
 //!    where the machine has it with `memory` and `pids`, else the v1 hierarchies.
 //!
 //! Inside, the pid 1 mounts a fresh `/proc`, `pivot_root`s into the rootfs and detaches the
@@ -64,6 +65,7 @@
 
 mod cgroup;
 mod child;
+mod cloner;
 mod error;
 pub mod helper;
 mod launcher;

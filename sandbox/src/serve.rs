@@ -8,15 +8,16 @@
 //! ([`crate::helper::report_and_exit`]), with the request's stream socket as stdin and stdout
 //! and the step log as stderr, and sanitises itself the same way (dies with the launcher,
 //! closes every other descriptor). Usually that process is the *standby* ([`Standby`]), forked
-//! while the launcher was quiet, which has already entered a pre-made network namespace and
-//! made its (empty, unlimited) step cgroup, and waits on a socket of its own; if there is none,
-//! the launcher forks one for the request. The launcher never waits for them: `SIGCHLD` is
+//! right after the previous step was handed out, which has already entered a network
+//! namespace (pre-made, or made by itself if the pool was empty), made its (empty, unlimited)
+//! step cgroup and forked the cloner that moved into it ([`crate::cloner`]), and waits on a
+//! socket of its own; if there is none, the launcher forks one for the request. The launcher never waits for them: `SIGCHLD` is
 //! ignored, so the kernel reaps them, and the worker reads the report from the stream socket.
 //!
 //! When no request came for [`QUIET`], it keeps [`POOL`] network namespaces ready, each with
 //! `lo` up, made by `unshare` and left again at once; each is handed to one step and closed
-//! here, never reused. A step that finds the pool empty gets a fresh one from `clone3`, as
-//! with the one-shot helper. Work done while a step starts slows it down, hence the wait.
+//! here, never reused. A standby that finds the pool empty makes its own while it waits; a step
+//! forked for on arrival gets a fresh one from `clone3`, as with the one-shot helper.
 //!
 //! It dies with the worker thread that started it (`PR_SET_PDEATHSIG`), and its per-step
 //! processes die with it. It sweeps stale step cgroups when it starts and when quiet. When the worker hangs up it waits for its running steps, removes the
@@ -40,6 +41,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::cgroup::{self, Layout};
+use crate::cloner::Cloner;
 use crate::error::SetupError;
 use crate::helper::{self, Network, Prepared};
 use crate::sys;
@@ -96,6 +98,12 @@ fn serve_requests() -> Result<(), SetupError> {
         }
         // Dropping the request closes the launcher's copies; if the fork failed, the worker
         // reads EOF on its stream and reports it.
+        // The next standby now, not after a quiet spell: its cloner's move into a cgroup takes
+        // an RCU grace period (~12 ms) unless another move happened in the last ~10–20 ms, and
+        // the steps of a chain come one after the other, a few ms apart, to one launcher.
+        if standby.is_none() {
+            standby = Standby::start(&mut pool, &layout);
+        }
     }
     // The worker hung up: the standby (hung up too) removes its cgroup; let the running steps
     // finish (waitpid fails with ECHILD once none is left), then tidy up.
@@ -148,7 +156,7 @@ fn supervise_one(request: Request, network: Option<OwnedFd>, layout: &Layout) ->
         sys::exit_now(1); // no report: the worker says the step's process died
     }
     let network = enter_network(network);
-    run_request(request, layout, network, None)
+    run_request(request, layout, network, None, None)
 }
 
 /// Uses the pre-made network namespace, if any (and if it can).
@@ -159,6 +167,21 @@ fn enter_network(network: Option<OwnedFd>) -> Network {
     }
 }
 
+/// A standby's network namespace: the pre-made one, else one made now by this process (it is
+/// waiting for its step; pid 1 would otherwise make one on the step's critical path).
+fn standby_network(network: Option<OwnedFd>) -> Network {
+    match enter_network(network) {
+        Network::Fresh if unshare(CloneFlags::CLONE_NEWNET).is_ok() => {
+            match sys::loopback_up() {
+                Ok(()) => Network::Premade,
+                // A fresh namespace with `lo` down: pid 1 makes its own as usual.
+                Err(_) => Network::Fresh,
+            }
+        }
+        network => network,
+    }
+}
+
 /// Stdin and stdout: the request's stream; stderr: the step log. Then the one-shot helper's
 /// work, which starts by closing every other descriptor.
 fn run_request(
@@ -166,6 +189,7 @@ fn run_request(
     layout: &Layout,
     network: Network,
     cgroup: Option<cgroup::Guard>,
+    cloner: Option<Cloner>,
 ) -> ! {
     let Request { stream, log } = request;
     let stdio = nix::unistd::dup2_stdin(&stream)
@@ -178,6 +202,7 @@ fn run_request(
         layout: Some(layout.clone()),
         network,
         cgroup,
+        cloner,
     })
 }
 
@@ -238,9 +263,11 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
     {
         sys::exit_now(1);
     }
-    let network = enter_network(network);
-    // Made now, by this process, so it is named after it, like any step's.
+    let network = standby_network(network);
+    // Made now, by this process, so it is named after it, like any step's; the cloner moves
+    // into it now, so that pid 1 is born there (see `crate::cloner`).
     let cgroup = cgroup::create_unlimited(layout).ok();
+    let cloner = cgroup.as_ref().and_then(Cloner::start);
     let mut byte = [0u8; 1];
     let request = loop {
         match sys::receive_with_fds::<2>(socket.as_fd(), &mut byte) {
@@ -251,7 +278,7 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
                     break Request { stream, log };
                 }
             }
-            // Hung up (or garbage): remove the cgroup, exit.
+            // Hung up (or garbage): remove the cgroup (killing the cloner in it), exit.
             _ => {
                 drop(cgroup);
                 sys::exit_now(0)
@@ -259,7 +286,7 @@ fn standby_main(socket: OwnedFd, launcher: Pid, network: Option<OwnedFd>, layout
         }
     };
     drop(socket);
-    run_request(request, layout, network, cgroup)
+    run_request(request, layout, network, cgroup, cloner)
 }
 
 /// Network namespaces made ahead of time, each with `lo` up.

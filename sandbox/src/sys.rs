@@ -17,11 +17,25 @@ pub(crate) enum Cloned {
     Child,
 }
 
-/// `clone3(2)` without a new stack (fork-like) into the namespaces in `namespaces`, with
-/// `SIGCHLD` as exit signal and a pidfd for the child.
+/// Whose child the process made by [`clone_into_namespaces`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParentOfClone {
+    /// The caller's: it exits with `SIGCHLD` to the caller.
+    Caller,
+    /// The caller's parent's (`CLONE_PARENT`): the cloner in the step's cgroup makes pid 1 for
+    /// the helper that supervises it (see `crate::cloner`). It exits with the caller's own exit
+    /// signal (`SIGCHLD` for a forked caller): clone3 refuses any other with `CLONE_PARENT`.
+    CallersParent,
+}
+
+/// `clone3(2)` without a new stack (fork-like) into the namespaces in `namespaces`, with a
+/// pidfd for the child, as a child of `parent`.
 ///
 /// Must only be called while the process is single-threaded.
-pub(crate) fn clone_into_namespaces(namespaces: CloneFlags) -> Result<Cloned, Errno> {
+pub(crate) fn clone_into_namespaces(
+    namespaces: CloneFlags,
+    parent: ParentOfClone,
+) -> Result<Cloned, Errno> {
     /// `struct clone_args` from `<linux/sched.h>`, up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
     #[repr(C, align(8))]
     #[derive(Default)]
@@ -38,10 +52,14 @@ pub(crate) fn clone_into_namespaces(namespaces: CloneFlags) -> Result<Cloned, Er
         set_tid_size: u64,
     }
     let mut pidfd: libc::c_int = -1;
+    let (parent_flag, exit_signal) = match parent {
+        ParentOfClone::Caller => (0, libc::SIGCHLD as u64),
+        ParentOfClone::CallersParent => (libc::CLONE_PARENT as u64, 0),
+    };
     let args = CloneArgs {
-        flags: namespaces.bits() as u64 | libc::CLONE_PIDFD as u64,
+        flags: namespaces.bits() as u64 | libc::CLONE_PIDFD as u64 | parent_flag,
         pidfd: &raw mut pidfd as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..CloneArgs::default()
     };
     // SAFETY: `args` is a valid, initialised `clone_args` of the size passed, and `pidfd` outlives
@@ -69,6 +87,21 @@ pub(crate) fn fork() -> Result<ForkResult, Errno> {
     // SAFETY: callers run in the sandbox's pid 1, a single-threaded process (a clone of the
     // single-threaded helper), so the child may run arbitrary code, allocation included.
     unsafe { nix::unistd::fork() }
+}
+
+/// Closes every descriptor from 3 upwards except `keep` (the cloner's socket).
+pub(crate) fn close_all_above_2_but(keep: std::os::fd::RawFd) -> Result<(), Errno> {
+    let keep = libc::c_uint::try_from(keep).map_err(|_| Errno::EBADF)?;
+    // SAFETY: close_range only closes descriptors. Called first thing in the cloner, a forked
+    // process that never returns to the code that owns the other descriptors (it ends with
+    // `exit_now`), so no `OwnedFd` still in use is left dangling.
+    let ret = unsafe {
+        if keep > 3 {
+            libc::close_range(3, keep - 1, 0);
+        }
+        libc::close_range(keep + 1, libc::c_uint::MAX, 0)
+    };
+    Errno::result(ret).map(drop)
 }
 
 /// Closes every descriptor from `first` upwards.

@@ -258,3 +258,150 @@ fn dropping_the_launcher_ends_it() {
     drop(launcher);
     assert!(!alive(pid), "the launcher outlived its handle");
 }
+
+/// The step cgroup directories (one per hierarchy) that process `pid` is in, from its
+/// `/proc/<pid>/cgroup` (the host's view ends in `kiln/<name>`).
+fn step_cgroup_dirs_of(pid: u32) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let Some(name) = text
+        .lines()
+        .find_map(|l| l.rsplit_once("/kiln/"))
+        .map(|(_, n)| n)
+    else {
+        return Vec::new();
+    };
+    let parents = step_cgroup_parents().unwrap();
+    parents.iter().map(|p| p.join(name)).collect()
+}
+
+/// Runs `spec` (as host uid `uid`) through `launcher`, and calls `watch` with the pid of the
+/// first process of the step seen on the host, while the step runs.
+fn run_and_watch<T: Send>(
+    f: &Fixture,
+    launcher: &Launcher,
+    spec: &SandboxSpec,
+    uid: u32,
+    watch: impl FnOnce(u32) -> T + Send,
+) -> (RunReport, String, T) {
+    std::thread::scope(|s| {
+        let step = s.spawn(|| run(f, launcher, spec, "watched.log"));
+        let until = Instant::now() + Duration::from_secs(5);
+        let pid = loop {
+            if let Some(&pid) = processes_of(uid).first() {
+                break pid;
+            }
+            assert!(Instant::now() < until, "the step never started");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let seen = watch(pid);
+        let (report, log) = step.join().unwrap();
+        (report, log, seen)
+    })
+}
+
+/// Waits up to 2 s for each of `dirs` to be removed (the helper removes the step's cgroup
+/// right after its report).
+fn assert_removed_soon(dirs: &[PathBuf]) {
+    assert!(!dirs.is_empty(), "the step's cgroup was never seen");
+    let until = Instant::now() + Duration::from_secs(2);
+    while dirs.iter().any(|d| d.exists()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for dir in dirs {
+        assert!(!dir.exists(), "{} was left behind", dir.display());
+    }
+}
+
+/// Pid 1 is cloned in the step's cgroup by the standby's cloner, which is reaped before the
+/// step starts; the supervising helper never enters the cgroup. So while the step runs, every
+/// process in its cgroup is in the step's pid namespace: nothing of kiln's shares it.
+#[test]
+fn only_the_steps_processes_are_in_its_cgroup_while_it_runs() {
+    const UID: u32 = HOST_ID + 40;
+    let f = Fixture::new();
+    let launcher = Launcher::start(&helper()).unwrap();
+    let mut spec = f.spec("sleep 0.6 & sleep 0.6; wait");
+    spec.ids.host_uid = UID;
+    spec.ids.host_gid = UID;
+    let (report, log, dirs) = run_and_watch(&f, &launcher, &spec, UID, |step| {
+        // Let the shell start its sleeps.
+        std::thread::sleep(Duration::from_millis(200));
+        let dirs = step_cgroup_dirs_of(step);
+        let step_ns = fs::read_link(format!("/proc/{step}/ns/pid")).unwrap();
+        for dir in &dirs {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+            let pids: Vec<&str> = procs.lines().collect();
+            assert!(pids.len() >= 4, "pid 1, sh, two sleeps: {pids:?}");
+            for pid in pids {
+                let ns = fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+                assert_eq!(
+                    ns.as_ref(),
+                    Some(&step_ns),
+                    "process {pid} in {} is not the step's",
+                    dir.display()
+                );
+            }
+        }
+        dirs
+    });
+    assert_eq!(report.outcome, Outcome::Exited(0), "log:\n{log}");
+    assert_removed_soon(&dirs);
+}
+
+/// The memory limit holds for a step whose pid 1 was born in its cgroup before the limits were
+/// written: the bomb is OOM-killed and reported, and the cgroup is removed after the report.
+#[test]
+fn memory_bomb_is_oom_killed_and_reported_through_the_launcher() {
+    const UID: u32 = HOST_ID + 41;
+    let f = Fixture::new();
+    let launcher = Launcher::start(&helper()).unwrap();
+    let script = "x=$(head -c $((300 << 20)) /dev/zero | tr '\\0' a); echo survived ${#x}";
+    let mut spec = f.spec(script);
+    spec.ids.host_uid = UID;
+    spec.ids.host_gid = UID;
+    spec.limits.memory_bytes = 64 << 20;
+    let (report, log, dirs) = run_and_watch(&f, &launcher, &spec, UID, step_cgroup_dirs_of);
+    assert_eq!(
+        report.events,
+        [kiln_sandbox::LimitEvent::MemoryLimit {
+            limit_bytes: 64 << 20
+        }],
+        "{report:?}\nlog:\n{log}"
+    );
+    assert!(!log.contains("survived"), "{log}");
+    assert!(report.usage.peak_memory_bytes <= 64 << 20, "{report:?}");
+    assert_removed_soon(&dirs);
+    assert_eq!(processes_of(UID), Vec::<u32>::new(), "the step survived");
+}
+
+/// The pids limit holds for a step whose pid 1 was born in its cgroup: a fork bomb hits
+/// `pids.max`, which is reported, and never exceeds it.
+#[test]
+fn fork_bomb_hits_pids_max_through_the_launcher() {
+    const UID: u32 = HOST_ID + 42;
+    let f = Fixture::new();
+    let launcher = Launcher::start(&helper()).unwrap();
+    // The shell forks once, for the bomb's subshell, then `exec`s: it never forks once the bomb
+    // is going (busybox ash exits 2 when it cannot fork, e.g. for a pipeline's second half).
+    let script = "bomb() { bomb | bomb & }; (bomb 2>/dev/null) & exec sleep 100";
+    let mut spec = f.spec(script);
+    spec.ids.host_uid = UID;
+    spec.ids.host_gid = UID;
+    spec.limits.pids = 32;
+    spec.timeout = Duration::from_secs(2);
+    let (report, log, dirs) = run_and_watch(&f, &launcher, &spec, UID, step_cgroup_dirs_of);
+    assert_eq!(report.outcome, Outcome::TimedOut, "log:\n{log}");
+    assert_eq!(
+        report.events,
+        [
+            kiln_sandbox::LimitEvent::PidsLimit { limit: 32 },
+            kiln_sandbox::LimitEvent::Timeout
+        ],
+        "{report:?}"
+    );
+    assert!(report.usage.peak_pids <= 32, "{:?}", report.usage);
+    assert_removed_soon(&dirs);
+    assert_eq!(processes_of(UID), Vec::<u32>::new(), "the bomb survived");
+}

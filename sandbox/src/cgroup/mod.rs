@@ -31,23 +31,25 @@
 //!
 //! # Order
 //!
-//! The helper clones the step's pid 1 first (outside any step cgroup), then, while pid 1
-//! finishes its mount namespace, creates the cgroup (a launcher's standby process made it
-//! before its step arrived: [`create_unlimited`]), writes the limits and moves pid 1 in: one
-//! write of `cgroup.procs` per hierarchy, which is where cgroup migration waits for an RCU
-//! grace period, off the critical path. Pid 1 runs only kiln's code until the helper releases
-//! it; then it unshares its cgroup namespace (rooted at the step's cgroup: the step sees `/`,
-//! not the host path) and forks the step, which is born in the cgroup with no moment outside
-//! its limits. When pid 1 is gone the helper kills whatever is left in the cgroup
-//! ([`StepCgroup::kill_all`]), reads usage and events, and removes the directories. [`Guard`]
-//! does the kill and removal on every early return too.
+//! A launcher's standby process makes its step's cgroup before the step arrives
+//! ([`create_unlimited`]) and forks a cloner that moves itself in ([`crate::cloner`]); the
+//! cloner clones the step's pid 1 there when the step comes, so no process is moved on the
+//! step's critical path (a move waits for an RCU grace period when none happened in the last
+//! ~10–20 ms: ~12 ms here). Otherwise (one-shot helper) the helper clones pid 1 outside any
+//! step cgroup, creates the cgroup and moves pid 1 in while it finishes its mount namespace.
+//! Either way the limits are written and the cloner is reaped before the release. Pid 1 runs
+//! only kiln's code until the helper releases it; then it unshares its cgroup namespace
+//! (rooted at the step's cgroup: the step sees `/`, not the host path) and forks the step,
+//! which is born in the cgroup with no moment outside its limits. When pid 1 is gone the
+//! helper kills whatever is left in the cgroup ([`StepCgroup::kill_all`]) and reads usage and
+//! events ([`Guard::settle`]); after its report, dropping the [`Guard`] removes the
+//! directories. The guard does the kill and removal on every early return too.
 //!
 //! # Deliberately absent
 //!
 //! No rlimits (per process, see the pid 1 code), no I/O or cpuset limits, no memory
 //! reservation or soft limits, no reuse of a step's cgroup (peaks and event counters cannot
-//! all be reset), no use of `CLONE_INTO_CGROUP` (v2 only; moving pid 1 works on both, and its
-//! cost is hidden behind pid 1's own setup).
+//! all be reset), no use of `CLONE_INTO_CGROUP` (v2 only; the cloner works on both).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -163,24 +165,22 @@ impl Guard {
     pub(crate) fn set_limits(&mut self, limits: &Limits) -> Result<(), SetupError> {
         self.cgroup
             .as_deref_mut()
-            .expect("only `finish` takes the cgroup")
+            .expect("only `drop` takes the cgroup")
             .set_limits(limits)
     }
 
     pub(crate) fn get(&self) -> &dyn StepCgroup {
         self.cgroup
             .as_deref()
-            .expect("only `finish` takes the cgroup")
+            .expect("only `drop` takes the cgroup")
     }
 
-    /// Kills what is left of the step, reads usage and events, removes the cgroup.
-    pub(crate) fn finish(mut self) -> Result<(ResourceUsage, Vec<LimitEvent>), SetupError> {
-        let mut cgroup = self.cgroup.take().expect("only `finish` takes the cgroup");
+    /// Kills what is left of the step, reads usage and events. Dropping the guard removes the
+    /// cgroup.
+    pub(crate) fn settle(&self) -> Result<(ResourceUsage, Vec<LimitEvent>), SetupError> {
+        let cgroup = self.get();
         cgroup.kill_all()?;
-        let usage = cgroup.usage()?;
-        let events = cgroup.events()?;
-        cgroup.remove()?;
-        Ok((usage, events))
+        Ok((cgroup.usage()?, cgroup.events()?))
     }
 }
 
@@ -431,7 +431,8 @@ mod tests {
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9)
         );
-        let (usage, events) = guard.finish().unwrap();
+        let (usage, events) = guard.settle().unwrap();
+        drop(guard);
         assert!(usage.peak_pids >= 2, "{usage:?}");
         assert_eq!(events, []);
         let name = own_name().unwrap();
