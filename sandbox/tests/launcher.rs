@@ -9,7 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, HOST_ID, helper};
+use common::{Fixture, HOST_ID, OwnCgroup, helper};
 use kiln_sandbox::{Launcher, Outcome, RunReport, SandboxError, SandboxSpec, step_cgroup_parents};
 
 fn run(
@@ -33,6 +33,25 @@ fn run_ok(f: &Fixture, launcher: &Launcher, script: &str) -> String {
 /// Whether a process with this pid exists (a zombie counts until it is reaped).
 fn alive(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()
+}
+
+/// The parent pid of process `pid`, if it exists.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// State letter and start time (clock ticks since boot) of process `pid`, if it exists.
+fn stat_of(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; it ends at the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Host pids of the processes whose real uid is `uid`.
@@ -128,6 +147,8 @@ fn cgroup_namespace_is_rooted_at_the_step_cgroup() {
 #[test]
 fn concurrent_steps_run_at_once_and_leave_nothing_behind() {
     let f = Fixture::new();
+    // Its own kiln parents: what it checks for is its own leftovers, not other tests'.
+    let _own = OwnCgroup::enter();
     let launcher = Launcher::start(&helper()).unwrap();
     let reports: Vec<(RunReport, String)> = std::thread::scope(|s| {
         let steps: Vec<_> = (0..4u32)
@@ -156,50 +177,6 @@ fn concurrent_steps_run_at_once_and_leave_nothing_behind() {
             let owner = name.split_once('-').map(|(pid, _)| pid.to_owned());
             let alive = owner.is_some_and(|pid| alive(pid.parse().unwrap_or(u32::MAX)));
             assert!(alive, "stale step cgroup {}", entry.path().display());
-        }
-    }
-}
-
-/// This test process, moved into a cgroup of its own below its own in every v1 hierarchy: a
-/// killed launcher leaves its processes' step cgroups behind (the next launcher sweeps them),
-/// and they must not show under the kiln parents that tests running at the same time check
-/// for stale cgroups. Dropping it moves the process back and removes what is left.
-struct OwnCgroup {
-    dirs: Vec<PathBuf>,
-}
-
-impl OwnCgroup {
-    fn enter() -> Self {
-        let parents = step_cgroup_parents().unwrap();
-        let mut dirs = Vec::new();
-        if parents.len() > 1 {
-            // v1: each kiln parent is `<own>/kiln`.
-            for own in parents.iter().filter_map(|p| p.parent()) {
-                let dir = own.join(format!("launcher-test-{}", std::process::id()));
-                fs::create_dir(&dir).unwrap();
-                fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap();
-                dirs.push(dir);
-            }
-        }
-        Self { dirs }
-    }
-}
-
-impl Drop for OwnCgroup {
-    fn drop(&mut self) {
-        for dir in &self.dirs {
-            let own = dir.parent().unwrap();
-            fs::write(own.join("cgroup.procs"), std::process::id().to_string()).unwrap();
-            let kiln = dir.join("kiln");
-            let entries = fs::read_dir(&kiln).into_iter().flatten().flatten();
-            for entry in entries.filter(|e| e.path().is_dir()) {
-                let until = Instant::now() + Duration::from_secs(5);
-                while fs::remove_dir(entry.path()).is_err() && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-            let _ = fs::remove_dir(&kiln);
-            fs::remove_dir(dir).unwrap();
         }
     }
 }
@@ -248,6 +225,100 @@ fn a_killed_launcher_is_reported_as_gone_and_takes_its_steps_with_it() {
     let log = fs::File::create(f.dir.path().join("after.log")).unwrap();
     let err = launcher.run_report(&f.spec("true"), log).unwrap_err();
     assert!(matches!(err, SandboxError::LauncherGone), "{err:?}");
+}
+
+/// Regression: a launcher killed (with its worker) while its standby's cloner waited in the
+/// next step's cgroup, frozen because the standby was killed between the freeze and the thaw
+/// of its own clean-up, left the cloner frozen with SIGKILL pending; later launchers' sweeps could not empty or remove the
+/// cgroup, and waited for it before every step. The next launcher must thaw it, see the cloner
+/// die and remove the cgroup, and run steps.
+#[test]
+fn a_launcher_killed_while_its_cloner_is_frozen_leaves_nothing_once_the_next_one_sweeps() {
+    let f = Fixture::new();
+    let _own = OwnCgroup::enter();
+    let launcher = Launcher::start(&helper()).unwrap();
+    run_ok(&f, &launcher, "true");
+    // After the hand-over the next standby makes its cgroup and forks its cloner into it.
+    let parents = step_cgroup_parents().unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let (name, cloner) = loop {
+        let found = parents.iter().find_map(|parent| {
+            fs::read_dir(parent).ok()?.flatten().find_map(|entry| {
+                // The standby's cgroup, named after it, holds its child, the cloner (the last
+                // step's cgroup may still be there, holding its exiting processes).
+                let name = entry.file_name();
+                let owner = name.to_str()?.split_once('-')?.0.parse::<u32>().ok()?;
+                let procs = fs::read_to_string(entry.path().join("cgroup.procs")).ok()?;
+                let pid = procs.lines().next()?.parse::<u32>().ok()?;
+                (parent_of(pid) == Some(owner)).then_some((name, pid))
+            })
+        });
+        // The cloner moves into one hierarchy after the other: wait until it is in all.
+        if let Some((name, pid)) = found {
+            let member = |p: &PathBuf| {
+                let procs = fs::read_to_string(p.join(&name).join("cgroup.procs"));
+                procs.is_ok_and(|procs| procs.lines().any(|l| l == pid.to_string()))
+            };
+            if parents.iter().all(member) {
+                break (name, pid);
+            }
+        }
+        assert!(Instant::now() < until, "no standby cloner appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let dirs: Vec<PathBuf> = parents.iter().map(|p| p.join(&name)).collect();
+    let cloner_started = stat_of(cloner).map(|(_, started)| started);
+    // Alive: the same process (not a reused pid), not yet a zombie waiting for init.
+    let cloner_alive = || {
+        stat_of(cloner)
+            .is_some_and(|(state, started)| state != 'Z' && Some(started) == cloner_started)
+    };
+    let freezer = dirs
+        .iter()
+        .map(|d| d.join("freezer.state"))
+        .find(|p| p.exists());
+    if let Some(state) = &freezer {
+        fs::write(state, "FROZEN").unwrap();
+        let until = Instant::now() + Duration::from_secs(2);
+        while fs::read_to_string(state).unwrap().trim() != "FROZEN" {
+            assert!(Instant::now() < until, "the cloner's cgroup never froze");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // The standby first: told of the launcher's death by its hung-up socket, it would thaw
+    // and clean up itself, which is not the case under test (a standby killed between the
+    // freeze and the thaw of its own clean-up).
+    let standby = name.to_str().and_then(|n| n.split_once('-')).unwrap().0;
+    for pid in [standby.parse::<i32>().unwrap(), launcher.pid() as i32] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    if freezer.is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            cloner_alive(),
+            "the frozen cloner cannot die of its death signal: {:?} (started {cloner_started:?}), {:?}",
+            stat_of(cloner),
+            freezer.as_ref().map(fs::read_to_string)
+        );
+    }
+
+    // The next launcher sweeps when it starts (the old standby may not have died yet, then)
+    // and when quiet between steps.
+    let next = Launcher::start(&helper()).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while (cloner_alive() || dirs.iter().any(|d| d.exists())) && Instant::now() < until {
+        run_ok(&f, &next, "true");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!cloner_alive(), "the cloner outlived its launcher's sweep");
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} was left behind", dir.display());
+    }
+    run_ok(&f, &next, "true");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Fixture;
+use common::{Fixture, OwnCgroup};
 use kiln_sandbox::{LimitEvent, Limits, Outcome, RunReport, SandboxSpec, step_cgroup_parents};
 
 /// A spec running `script` as host uid `host_uid` with `limits`.
@@ -130,6 +130,7 @@ fn assert_no_stale_step_cgroups() {
 
 #[test]
 fn memory_bomb_is_oom_killed_and_reported_as_memory_limit() {
+    let _own = OwnCgroup::enter();
     const UID: u32 = 100_201;
     let f = Fixture::new();
     // Command substitution buffers all 300MiB in the shell itself.
@@ -163,6 +164,7 @@ fn memory_bomb_is_oom_killed_and_reported_as_memory_limit() {
 
 #[test]
 fn fork_bomb_is_contained_by_the_pids_limit_and_the_host_stays_responsive() {
+    let _own = OwnCgroup::enter();
     const UID: u32 = 100_202;
     let f = Fixture::new();
     let mut spec = spec(
@@ -220,6 +222,7 @@ fn spin_share(f: &Fixture, uid: u32, millicpus: u64) -> f64 {
 
 #[test]
 fn cpu_spin_gets_about_the_share_it_was_given() {
+    let _own = OwnCgroup::enter();
     let f = Fixture::new();
     let half = spin_share(&f, 100_203, 500);
     let whole = spin_share(&f, 100_203, 2000);
@@ -232,6 +235,7 @@ fn cpu_spin_gets_about_the_share_it_was_given() {
 
 #[test]
 fn peak_memory_is_reported_for_a_step_that_allocates_50_mib() {
+    let _own = OwnCgroup::enter();
     const UID: u32 = 100_204;
     let f = Fixture::new();
     let script = "x=$(head -c $((50 << 20)) /dev/zero | tr '\\0' a); echo ${#x}";
@@ -251,6 +255,7 @@ fn peak_memory_is_reported_for_a_step_that_allocates_50_mib() {
 
 #[test]
 fn double_forked_daemon_that_ignores_sigterm_is_gone_after_the_step() {
+    let _own = OwnCgroup::enter();
     const UID: u32 = 100_205;
     let f = Fixture::new();
     let script = "(trap '' TERM HUP; setsid sh -c \"trap '' TERM HUP; sleep 1000\" &) ; \
@@ -281,6 +286,8 @@ impl Drop for StaleCgroup {
 #[test]
 fn stale_cgroups_of_dead_helpers_are_swept_with_their_processes() {
     let f = Fixture::new();
+    // Its stale cgroup must not show to tests running at the same time.
+    let _own = OwnCgroup::enter();
     // No process has pid u32::MAX: the owner of this name is certainly gone.
     let name = format!("{}-1", u32::MAX);
     let mut stale = StaleCgroup {
@@ -311,6 +318,7 @@ fn stale_cgroups_of_dead_helpers_are_swept_with_their_processes() {
 
 #[test]
 fn limits_hold_for_a_quick_step_and_usage_is_reported_even_without_events() {
+    let _own = OwnCgroup::enter();
     const UID: u32 = 100_206;
     let f = Fixture::new();
     let started = Instant::now();

@@ -102,6 +102,15 @@ pub(super) fn remove_dir(path: &Path) -> Result<(), SetupError> {
     }
 }
 
+/// Removes a cgroup directory once, without waiting; missing is fine.
+pub(super) fn try_remove_dir(path: &Path) -> Result<(), Errno> {
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(errno_of(&err)),
+    }
+}
+
 /// Creates `parent/name`, and `parent` first if it is missing (the kiln parent is kept, so
 /// usually it is there); retries if a launcher that was exiting removed the parent meanwhile.
 pub(super) fn create_in_parent(parent: &Path, name: &str) -> Result<(), SetupError> {

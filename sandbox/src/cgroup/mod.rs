@@ -76,6 +76,8 @@ const CPU_PERIOD_US: u64 = 100_000;
 const MIN_CPU_QUOTA_US: u64 = 1_000;
 /// How long [`StepCgroup::kill_all`] keeps killing before it reports survivors.
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a sweep waits for one stale cgroup to empty (see [`sweep`]).
+const SWEEP_PATIENCE: Duration = Duration::from_millis(100);
 
 /// One step's cgroup, in whichever cgroup version the machine has.
 pub(crate) trait StepCgroup {
@@ -254,38 +256,59 @@ pub(crate) fn remove_empty_parents(layout: &Layout) {
 }
 
 /// Kills and removes every step cgroup under `parents` whose owning helper is gone. Best
-/// effort: a cgroup that cannot be removed now is tried again by the next sweep.
+/// effort and brief: a cgroup that is not empty within [`SWEEP_PATIENCE`] is left for the next
+/// sweep, so that one stuck leftover never holds up every step after it.
+///
+/// A helper killed while it had its step frozen (v1 `freezer.state`, v2 `cgroup.freeze`)
+/// leaves the step's processes frozen, and a frozen process does not die of SIGKILL until it is
+/// thawed: every stale cgroup is thawed first, in every hierarchy, then killed.
 fn sweep(parents: &[PathBuf]) {
-    for parent in parents {
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !entry.path().is_dir() || !is_stale(&name.to_string_lossy()) {
-                continue;
-            }
-            let dir = entry.path();
-            let killed = kill_until_empty(&dir, None);
-            let removed = file::remove_dir(&dir);
-            tracing::warn!(cgroup = %dir.display(), ?killed, ?removed, "swept a stale step cgroup");
+    let stale: Vec<PathBuf> = parents
+        .iter()
+        .filter_map(|parent| std::fs::read_dir(parent).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|entry| entry.path().is_dir() && is_stale(&entry.file_name().to_string_lossy()))
+        .map(|entry| entry.path())
+        .collect();
+    for dir in &stale {
+        thaw(dir);
+    }
+    for dir in &stale {
+        let killed = kill_until_empty(dir, None, SWEEP_PATIENCE);
+        match file::try_remove_dir(dir) {
+            Ok(()) => tracing::warn!(cgroup = %dir.display(), ?killed, "swept a stale step cgroup"),
+            Err(removed) => tracing::warn!(cgroup = %dir.display(), ?killed, %removed,
+                "a stale step cgroup is not empty yet; the next sweep tries again"),
         }
     }
 }
 
-/// SIGKILLs every process listed in `dir/cgroup.procs` until none is left or
-/// [`KILL_PATIENCE`] passed. `freeze`, if given, freezes (`true`) and thaws (`false`) the
+/// Thaws `dir` if it is a freezer cgroup (v1) or a frozen v2 cgroup. Best effort.
+fn thaw(dir: &Path) {
+    let v1 = dir.join("freezer.state");
+    if v1.exists() {
+        let _ = file::write(&v1, "THAWED");
+    }
+    let v2 = dir.join("cgroup.freeze");
+    if v2.exists() {
+        let _ = file::write(&v2, "0");
+    }
+}
+
+/// SIGKILLs every process listed in `dir/cgroup.procs` until none is left or `patience`
+/// passed. `freeze`, if given, freezes (`true`) and thaws (`false`) the
 /// cgroup around each round: while frozen nothing in it can fork, or exit and free its pid
 /// for reuse, between the read and the kill.
 pub(crate) fn kill_until_empty(
     dir: &Path,
     freeze: Option<&dyn Fn(bool)>,
+    patience: Duration,
 ) -> Result<(), SetupError> {
     // The usual case: pid 1's exit already emptied the cgroup; no need to freeze it.
     if file::pids(&dir.join("cgroup.procs"))?.is_empty() {
         return Ok(());
     }
-    let give_up = Instant::now() + KILL_PATIENCE;
+    let give_up = Instant::now() + patience;
     let mut pause = Duration::from_micros(100);
     loop {
         if let Some(freeze) = freeze {
@@ -452,5 +475,99 @@ mod tests {
         assert_eq!(keyed(events, "max"), Some(7));
         assert_eq!(keyed(events, "oom"), Some(1));
         assert_eq!(keyed(events, "missing"), None);
+    }
+
+    /// Regression: a helper killed between freezing its step and thawing it left the step's
+    /// processes frozen with SIGKILL pending; the sweep killed without thawing, waited its full
+    /// patience on every step, and the cgroup never went away (every later step took ~35 s).
+    #[test]
+    fn a_stale_frozen_step_cgroup_is_thawed_killed_and_removed() {
+        let parents = step_cgroup_parents().unwrap();
+        // This process's pid with another start time: an owner that is gone.
+        let name = format!("{}-1", std::process::id());
+        let dirs: Vec<PathBuf> = parents.iter().map(|p| p.join(&name)).collect();
+        for (parent, dir) in parents.iter().zip(&dirs) {
+            file::create_in_parent(parent, &name).unwrap();
+            assert!(dir.is_dir());
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let leftover = Leftover {
+            dirs: dirs.clone(),
+            pid,
+        };
+        for dir in &dirs {
+            file::write(&dir.join("cgroup.procs"), &pid.to_string()).unwrap();
+        }
+        let frozen = freeze_for_test(&dirs);
+        kill(pid, Signal::SIGKILL).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if frozen {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "a frozen task survives SIGKILL"
+            );
+        }
+
+        // Sweeps, as launchers make them before steps, until the leftover is gone.
+        let give_up = Instant::now() + Duration::from_secs(3);
+        while dirs.iter().any(|d| d.exists()) && Instant::now() < give_up {
+            sweep(&parents);
+        }
+        let gone: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+        assert!(gone.is_empty(), "still there: {gone:?}");
+        assert!(child.wait().unwrap().code().is_none(), "killed by a signal");
+        drop(leftover);
+    }
+
+    /// Freezes the test's cgroup (v1 freezer or v2 `cgroup.freeze`); `false` without a freezer.
+    fn freeze_for_test(dirs: &[PathBuf]) -> bool {
+        for dir in dirs {
+            for (file_name, value, done) in [
+                ("freezer.state", "FROZEN", "FROZEN"),
+                ("cgroup.freeze", "1", "1"),
+            ] {
+                let path = dir.join(file_name);
+                if !path.exists() {
+                    continue;
+                }
+                file::write(&path, value).unwrap();
+                let state = if file_name == "freezer.state" {
+                    path.clone()
+                } else {
+                    dir.join("cgroup.events")
+                };
+                for _ in 0..200 {
+                    let now = std::fs::read_to_string(&state).unwrap();
+                    if now.trim() == done || now.contains("frozen 1") {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                panic!("{} never froze", dir.display());
+            }
+        }
+        false
+    }
+
+    /// Thaws, kills and removes what a failed test left.
+    struct Leftover {
+        dirs: Vec<PathBuf>,
+        pid: Pid,
+    }
+
+    impl Drop for Leftover {
+        fn drop(&mut self) {
+            for dir in &self.dirs {
+                thaw(dir);
+            }
+            let _ = kill(self.pid, Signal::SIGKILL);
+            for dir in &self.dirs {
+                let _ = file::remove_dir(dir);
+            }
+        }
     }
 }

@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 
 use super::file;
 use super::{
-    CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, kill_until_empty, limit_events, peak_pids,
+    CPU_PERIOD_US, KILL_PATIENCE, KILN_DIR, StepCgroup, cpu_quota_us, kill_until_empty,
+    limit_events, peak_pids,
 };
 use crate::error::SetupError;
 use crate::run::{LimitEvent, ResourceUsage};
@@ -237,7 +238,7 @@ impl StepCgroup for V1 {
     fn kill_all(&self) -> Result<(), SetupError> {
         // Every process of the step is in every hierarchy; the pids one is as good as any.
         let freeze = |on: bool| self.freeze(on);
-        kill_until_empty(self.dir(Controller::Pids), Some(&freeze))
+        kill_until_empty(self.dir(Controller::Pids), Some(&freeze), KILL_PATIENCE)
     }
 
     fn usage(&self) -> Result<ResourceUsage, SetupError> {

@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 
 use super::file;
 use super::{
-    CPU_PERIOD_US, KILN_DIR, StepCgroup, cpu_quota_us, keyed, kill_until_empty, limit_events,
-    peak_pids,
+    CPU_PERIOD_US, KILL_PATIENCE, KILN_DIR, StepCgroup, cpu_quota_us, keyed, kill_until_empty,
+    limit_events, peak_pids,
 };
 use crate::error::SetupError;
 use crate::run::{LimitEvent, ResourceUsage};
@@ -148,7 +148,7 @@ impl StepCgroup for V2 {
         if kill.exists() && !self.procs()?.is_empty() {
             file::write(&kill, "1")?;
         }
-        kill_until_empty(&self.dir, None)
+        kill_until_empty(&self.dir, None, KILL_PATIENCE)
     }
 
     fn usage(&self) -> Result<ResourceUsage, SetupError> {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_sandbox::{
     HelperCommand, IdMap, InputMount, MountRoot, RunReport, SandboxError, SandboxSpec,
+    step_cgroup_parents,
 };
 
 /// Unprivileged host id the step's uid/gid 1000 maps to.
@@ -153,4 +154,65 @@ pub fn processes_with_cmdline(needle: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// This test process, moved into a cgroup of its own below its own in every v1 hierarchy: a
+/// killed launcher or standby leaves its step cgroup behind until the next sweep, and it must
+/// not show under the kiln parents that tests running at the same time check for stale
+/// cgroups (nextest runs each test as a process of its own, all in one cgroup). Dropping it moves the process back and removes what is left.
+pub struct OwnCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl OwnCgroup {
+    pub fn enter() -> Self {
+        let parents = step_cgroup_parents().unwrap();
+        let mut dirs = Vec::new();
+        if parents.len() > 1 {
+            // v1: each kiln parent is `<own>/kiln`.
+            for own in parents.iter().filter_map(|p| p.parent()) {
+                let dir = own.join(format!("launcher-test-{}", std::process::id()));
+                fs::create_dir(&dir).unwrap();
+                fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+                dirs.push(dir);
+            }
+        }
+        Self { dirs }
+    }
+}
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        // A failed test may have left a step frozen: thaw every hierarchy's first, or its
+        // processes cannot die and the other hierarchies' directories cannot go.
+        for dir in &self.dirs {
+            let entries = fs::read_dir(dir.join("kiln"))
+                .into_iter()
+                .flatten()
+                .flatten();
+            for entry in entries {
+                let _ = fs::write(entry.path().join("freezer.state"), "THAWED");
+            }
+        }
+        for dir in &self.dirs {
+            let own = dir.parent().unwrap();
+            fs::write(own.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+            let kiln = dir.join("kiln");
+            let entries = fs::read_dir(&kiln).into_iter().flatten().flatten();
+            for entry in entries.filter(|e| e.path().is_dir()) {
+                remove_cgroup_soon(&entry.path());
+            }
+            remove_cgroup_soon(&kiln);
+            remove_cgroup_soon(dir);
+            assert!(!dir.exists(), "cannot remove {}", dir.display());
+        }
+    }
+}
+
+/// Removes a cgroup directory, retrying for up to 5 s while its last processes exit.
+fn remove_cgroup_soon(dir: &Path) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while dir.exists() && fs::remove_dir(dir).is_err() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
