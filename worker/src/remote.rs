@@ -331,6 +331,7 @@ impl RemoteWorker {
         let report = StepReport {
             worker_id: worker_id.to_string(),
             record,
+            claim_next: false,
         };
         let phase = Instant::now();
         let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
