@@ -337,7 +337,7 @@ impl RemoteWorker {
         let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
         for attempt in 1..=self.config.poll.attempts {
             match self.client.report(lease_id, &report).await {
-                Ok(()) => {
+                Ok(_) => {
                     // Where a lease's time went (scripts/bench-dag.sh reads it).
                     tracing::debug!(lease = %lease_id, fetch_us, run_us, upload_us,
                         report_us = micros(phase.elapsed()), "lease phases");
