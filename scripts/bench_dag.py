@@ -11,7 +11,9 @@
       lease, its last accepted report and its end ("run finished").
   phases [--by-tenth] LOG...
       per-lease phases from worker logs (debug events of worker/src/remote.rs): claim round
-      trip, ready -> sandbox start, fetch, run_step (split at the worker's "step started" into
+      trip (a lease that came in a report's answer, `claimed ... claim_us=0 via=report`, had
+      none: it is counted in its own row, `via report`), ready -> sandbox start, fetch,
+      run_step (split at the worker's "step started" into
       stage, i.e. work dir, inputs, /out tmpfs, and sandbox+after, i.e. the sandboxed process,
       collecting outputs, storing the log, removing the work dir; split further by the worker's
       "sandbox phases" event of worker/src/lib.rs: the launcher's round trip, of which the
@@ -106,8 +108,8 @@ def phases(logs, by_tenth=False):
     got = {}  # lease -> ts the lease arrived
     fetched = {}  # lease -> fetch_us
     ran = {}  # lease -> run_us
-    rows = {k: [] for k in ("claim", "ready_to_sandbox", "fetch", "run_step", "  stage", "  sandbox+after",
-                            "    launcher", "      helper setup", "      helper command",
+    rows = {k: [] for k in ("claim", "  via report", "ready_to_sandbox", "fetch", "run_step", "  stage",
+                            "  sandbox+after", "    launcher", "      helper setup", "      helper command",
                             "      launcher rest", "    collect", "    unmount /out", "    store log",
                             "    clean up", "upload", "report")}
     for log in logs:
@@ -116,8 +118,11 @@ def phases(logs, by_tenth=False):
                 us = int(f["claim_us"])
                 claim[f["lease"]] = (ts - us / 1e6, us)
                 got[f["lease"]] = ts
-                rows["claim"].append(us / 1000)
-                claims.append((ts, us / 1000))
+                if f.get("via") == "report":
+                    rows["  via report"].append(us / 1000)
+                else:
+                    rows["claim"].append(us / 1000)
+                    claims.append((ts, us / 1000))
             elif msg == "leased":
                 leased[f["lease"]] = (f.get("run"), f.get("step"))
             elif msg == "step started":

@@ -24,7 +24,7 @@ use std::time::Duration;
 use kiln_core::Sha256Digest;
 use kiln_core::api::v1::{
     Enrolled, ErrorView, Heartbeat, JoinRequest, Lease, LeaseRequest, RegisterWorker, RenewRequest,
-    RunView, StepReport, SubmitRun, WorkerRegistered,
+    ReportAnswer, RunView, StepReport, SubmitRun, WorkerRegistered,
 };
 use kiln_core::digest::Sha256Hasher;
 use reqwest::{Method, Response, StatusCode, Url};
@@ -343,16 +343,34 @@ impl Client {
 
     /// `POST /v1/leases/{lease}/report`. [`ClientError::Conflict`] when the lease is not (or
     /// no longer) this worker's: the record was refused and the step runs elsewhere.
-    pub async fn report(&self, lease: &str, report: &StepReport) -> Result<(), ClientError> {
+    ///
+    /// With `report.claim_next`, the worker's next lease when the answer carries one (`200
+    /// ReportAnswer`); a retried report of an accepted record may carry one too. `None` for
+    /// `204` (no `claim_next`, or a controller that predates it).
+    pub async fn report(
+        &self,
+        lease: &str,
+        report: &StepReport,
+    ) -> Result<Option<Lease>, ClientError> {
         const ROUTE: &str = "POST /v1/leases/{lease}/report";
-        self.send_json(
-            ROUTE,
-            Method::POST,
-            &["leases", lease, "report"],
-            Some(report),
-        )
-        .await
-        .map(drop)
+        let resp = self
+            .send_json(
+                ROUTE,
+                Method::POST,
+                &["leases", lease, "report"],
+                Some(report),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::OK => decode::<ReportAnswer>(ROUTE, resp)
+                .await
+                .map(|answer| answer.next),
+            other => Err(ClientError::UnexpectedStatus {
+                route: ROUTE,
+                status: other.as_u16(),
+            }),
+        }
     }
 
     /// `HEAD /v1/blobs/{sha256}`: whether the controller has the blob. An answer other than

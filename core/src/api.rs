@@ -155,9 +155,23 @@ pub mod v1 {
     /// `POST /v1/leases/{lease_id}/report`: the step's record. Every output and the log must
     /// already be uploaded (`PUT /v1/blobs/{sha256}`). `409 Conflict` for a lease that expired
     /// or was never this worker's: the report is refused and the step runs elsewhere.
+    ///
+    /// Answered `204 No Content`, or with `claim_next` a `200` [`ReportAnswer`].
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct StepReport {
         pub worker_id: String,
         pub record: StepRecord,
+        /// Ask for the worker's next lease in the answer.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub claim_next: bool,
+    }
+
+    /// The answer to an accepted (or already accepted) [`StepReport`] with `claim_next`: what
+    /// `POST /v1/leases` would have handed this worker, saving that round trip.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ReportAnswer {
+        /// The worker's next lease; `None` when nothing is ready for it (or the claim failed:
+        /// the worker then claims as usual).
+        pub next: Option<Lease>,
     }
 }

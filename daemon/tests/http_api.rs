@@ -236,16 +236,55 @@ impl Env {
     }
 
     async fn report(&self, lease: &v1::Lease, worker_id: &str, record: StepRecord) -> StatusCode {
-        let (status, _) = self
-            .post(
-                &format!("/v1/leases/{}/report", lease.lease_id),
-                &v1::StepReport {
-                    worker_id: worker_id.into(),
-                    record,
-                },
-            )
-            .await;
+        let (status, body) = self.report_with(lease, worker_id, record, false).await;
+        assert!(status != StatusCode::NO_CONTENT || body.is_empty());
         status
+    }
+
+    /// A report asking for the worker's next lease: the status and, for `200`, the answer.
+    async fn report_claiming(
+        &self,
+        lease: &v1::Lease,
+        worker_id: &str,
+        record: StepRecord,
+    ) -> (StatusCode, Option<v1::ReportAnswer>) {
+        let (status, body) = self.report_with(lease, worker_id, record, true).await;
+        let answer = (status == StatusCode::OK).then(|| {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+        });
+        (status, answer)
+    }
+
+    async fn report_with(
+        &self,
+        lease: &v1::Lease,
+        worker_id: &str,
+        record: StepRecord,
+        claim_next: bool,
+    ) -> (StatusCode, Vec<u8>) {
+        self.post(
+            &format!("/v1/leases/{}/report", lease.lease_id),
+            &v1::StepReport {
+                worker_id: worker_id.into(),
+                record,
+                claim_next,
+            },
+        )
+        .await
+    }
+
+    /// `kiln_claim_duration_seconds_count` from `GET /metrics`: how many claims were handled.
+    async fn claims_handled(&self) -> u64 {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8(body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("kiln_claim_duration_seconds_count "))
+            .unwrap_or_else(|| panic!("no claim count in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     async fn put_blob(&self, digest: &Sha256Digest, bytes: &[u8]) -> StatusCode {
@@ -404,6 +443,149 @@ kiln_daemon::backend_tests! {
     #[tokio::test] a_step_is_leased_only_to_a_worker_offering_every_label_it_requires;
     #[tokio::test] a_worker_with_a_malformed_label_is_refused;
     #[tokio::test] cancelled_and_failed_runs_serve_a_signed_run_attestation;
+    #[tokio::test] report_with_claim_next_answers_with_the_workers_next_lease;
+    #[tokio::test] report_without_claim_next_answers_204_and_leases_nothing;
+    #[tokio::test] refused_report_with_claim_next_leases_nothing;
+    #[tokio::test] report_with_claim_next_leases_only_what_the_worker_may_claim;
+}
+
+/// `a` → `b`.
+const PAIR: &str = "\
+version: 1
+name: pair
+rootfs: busybox@1
+steps:
+  - { name: a, run: 'true', outputs: [x] }
+  - { name: b, needs: [a], run: 'true', outputs: [x] }
+";
+
+async fn report_with_claim_next_answers_with_the_workers_next_lease(backend: Backend) {
+    let env = Env::new(backend).await;
+    let run = env.submit_ok(PAIR).await;
+    let w = env.register("w").await;
+    let a = env.claim(&w).await.expect("a is ready");
+    assert_eq!(a.spec.step, "a");
+    assert_eq!(env.claims_handled().await, 1);
+    let record = env.record(&a.spec, 0, &[("x", b"from a")]).await;
+    let (status, answer) = env.report_claiming(&a, &w, record.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let b = answer
+        .unwrap()
+        .next
+        .expect("b became ready with a's report");
+    assert_eq!(b.spec.step, "b");
+    assert_eq!(b.ttl_secs, TTL.as_secs());
+    // The same spec a claim would have carried: a's outputs travel in it.
+    let staged = serde_json::to_string(&b.spec.inputs).unwrap();
+    assert!(
+        staged.contains(&Sha256Digest::of(b"from a").to_string()),
+        "{staged}"
+    );
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "a").state, v1::StepState::Succeeded);
+    assert_eq!(step(&view, "b").state, v1::StepState::Leased);
+    assert_eq!(step(&view, "b").worker.as_deref(), Some(w.as_str()));
+    assert_eq!(step(&view, "b").attempts, 1);
+    // The piggy-backed claim is a claim like any other, in the histogram too.
+    assert_eq!(env.claims_handled().await, 2);
+    // It is a real lease: heartbeats extend it, nobody else gets b.
+    assert_eq!(env.heartbeat(&b, &w).await, StatusCode::NO_CONTENT);
+    let other = env.register("other").await;
+    assert!(env.claim(&other).await.is_none());
+
+    // A retried report of the accepted record is answered like the first, with whatever is
+    // ready now (nothing: b is leased).
+    let (status, answer) = env.report_claiming(&a, &w, record).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer.unwrap().next, None);
+
+    let record = env.record(&b.spec, 0, &[("x", b"from b")]).await;
+    let (status, answer) = env.report_claiming(&b, &w, record).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer.unwrap().next, None, "nothing left to run");
+    assert_eq!(env.run(&run.id).await.state, v1::RunState::Succeeded);
+}
+
+async fn report_without_claim_next_answers_204_and_leases_nothing(backend: Backend) {
+    let env = Env::new(backend).await;
+    let run = env.submit_ok(PAIR).await;
+    let w = env.register("w").await;
+    let a = env.claim(&w).await.expect("a is ready");
+    let report = v1::StepReport {
+        worker_id: w.clone(),
+        record: env.record(&a.spec, 0, &[("x", b"from a")]).await,
+        claim_next: false,
+    };
+    // What a worker that predates `claim_next` sends: the field is not on the wire.
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json.get("claim_next").is_none(), "{json}");
+    let (status, body) = env
+        .post(&format!("/v1/leases/{}/report", a.lease_id), &json)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "a").state, v1::StepState::Succeeded);
+    assert_eq!(step(&view, "b").state, v1::StepState::Pending);
+    assert_eq!(step(&view, "b").attempts, 0);
+    assert_eq!(env.claims_handled().await, 1);
+    // A retried report without it: 204 again, still nothing leased.
+    let (status, _) = env.report_with(&a, &w, report.record, false).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        step(&env.run(&run.id).await, "b").state,
+        v1::StepState::Pending
+    );
+    let b = env.claim(&w).await.expect("b waits for a claim");
+    assert_eq!(b.spec.step, "b");
+}
+
+async fn refused_report_with_claim_next_leases_nothing(backend: Backend) {
+    let env = Env::new(backend).await;
+    // `a` → `b` → `c`, and `d` on its own: d is ready throughout.
+    let run = env.submit_ok(CHAIN).await;
+    let w1 = env.register("w1").await;
+    let w2 = env.register("w2").await;
+    let a = env.claim(&w1).await.unwrap();
+    assert_eq!(a.spec.step, "a");
+    let record = env.record(&a.spec, 0, &[("x", b"forged")]).await;
+    // Another worker's report of w1's lease: 409, and no lease for w2.
+    let (status, answer) = env.report_claiming(&a, &w2, record.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(answer.is_none());
+    // The holder's report naming a blob never uploaded: 422, and no lease for w1.
+    let mut missing = record.clone();
+    missing.log.sha256 = Sha256Digest::of(b"no such log");
+    let (status, _) = env.report_claiming(&a, &w1, missing).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "d").state, v1::StepState::Pending);
+    assert_eq!(step(&view, "d").attempts, 0);
+    assert_eq!(step(&view, "a").worker.as_deref(), Some(w1.as_str()));
+    assert_eq!(env.claims_handled().await, 1, "only w1's claim of a");
+    let d = env.claim(&w2).await.expect("d is still claimable");
+    assert_eq!(d.spec.step, "d");
+}
+
+async fn report_with_claim_next_leases_only_what_the_worker_may_claim(backend: Backend) {
+    let env = Env::new(backend).await;
+    let run = env
+        .submit_ok(
+            "version: 1\nname: l\nrootfs: busybox@1\nsteps:\n  - { name: a, run: 'true' }\n  - { name: gpu, needs: [a], run: 'true', requires: { gpu: a100 } }\n",
+        )
+        .await;
+    let plain = env.register("plain").await;
+    let a = env.claim(&plain).await.unwrap();
+    let record = env.record(&a.spec, 0, &[]).await;
+    let (status, answer) = env.report_claiming(&a, &plain, record).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer.unwrap().next, None, "plain lacks the gpu label");
+    assert_eq!(
+        step(&env.run(&run.id).await, "gpu").state,
+        v1::StepState::Pending
+    );
+    let gpu = env.register_with("gpu", &[("gpu", "a100")]).await;
+    assert_eq!(env.claim(&gpu).await.unwrap().spec.step, "gpu");
 }
 
 async fn a_step_is_leased_only_to_a_worker_offering_every_label_it_requires(backend: Backend) {
@@ -719,6 +901,7 @@ async fn report_naming_a_blob_that_was_not_uploaded_is_refused(backend: Backend)
             &v1::StepReport {
                 worker_id: w.clone(),
                 record: record.clone(),
+                claim_next: false,
             },
         )
         .await;

@@ -230,6 +230,7 @@ impl Env {
                 &v1::StepReport {
                     worker_id: worker_id.into(),
                     record,
+                    claim_next: false,
                 },
             )
             .await;

@@ -459,9 +459,12 @@ fn a_worker_cannot_act_for_another_worker() {
                     &StepReport {
                         worker_id: a.clone(),
                         record: record.clone(),
+                        // Nor take alice's next lease through her report's answer.
+                        claim_next: true,
                     },
                 )
-                .await,
+                .await
+                .map(drop),
         );
         // ... nor report alice's lease as herself: the lease is not hers (409).
         match mallory
@@ -470,6 +473,7 @@ fn a_worker_cannot_act_for_another_worker() {
                 &StepReport {
                     worker_id: m.clone(),
                     record,
+                    claim_next: true,
                 },
             )
             .await

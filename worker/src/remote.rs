@@ -1,7 +1,9 @@
 //! The networked worker (`kiln worker`): registers with a controller, then each of its slots
 //! loops: claim a lease, keep it alive with heartbeats, fetch the blobs the step needs into the
 //! worker's own store (verified), run the step with [`Worker::run_step`], upload the outputs
-//! and the log, report the record.
+//! and the log, report the record. The report asks for the slot's next lease (`claim_next`)
+//! unless the worker is draining; a lease in its answer is run next without a claim of its
+//! own, and only an answer without one sends the slot back to claiming.
 //!
 //! Faults are the normal case here. A network error is retried with backoff and never ends a
 //! loop; a `409 Conflict` on a heartbeat or a report means the lease is no longer ours, so the
@@ -138,7 +140,10 @@ pub struct RemoteWorker {
 
 /// What became of one lease.
 enum Outcome {
-    Reported,
+    /// The record was accepted; the answer may carry the slot's next lease.
+    Reported {
+        next: Option<Box<Lease>>,
+    },
     Dropped,
     Abandoned,
 }
@@ -230,37 +235,61 @@ impl RemoteWorker {
         let request = LeaseRequest {
             worker_id: worker_id.to_string(),
         };
-        while !draining(&drain) {
-            let asked = Instant::now();
-            // Never cancelled half-way: a lease the controller handed out is always seen.
-            match self.client.claim_lease(&request).await {
-                Ok(Some(lease)) => {
-                    // The claim's round trip (scripts/bench-dag.sh reads it: dispatch latency).
-                    tracing::debug!(slot, lease = %lease.lease_id, claim_us = micros(asked.elapsed()), "claimed");
-                    idle.reset();
-                    errors.reset();
-                    let counter = match self.run_lease(worker_id, lease).await {
-                        Outcome::Reported => &self.counters.reported,
-                        Outcome::Dropped => &self.counters.dropped,
-                        Outcome::Abandoned => &self.counters.abandoned,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+        // A lease that came with the last report's answer. It is run even when draining
+        // started meanwhile: the controller handed it out, and a lease is never dropped.
+        let mut next: Option<Lease> = None;
+        while next.is_some() || !draining(&drain) {
+            let lease = match next.take() {
+                Some(lease) => {
+                    // No round trip of its own; scripts/bench_dag.py pairs it like any claim.
+                    tracing::debug!(slot, lease = %lease.lease_id, claim_us = 0u64, via = %"report", "claimed");
+                    lease
                 }
-                Ok(None) => {
-                    errors.reset();
-                    pause(idle.next(), &mut drain).await;
+                None => {
+                    let asked = Instant::now();
+                    // Never cancelled half-way: a lease the controller handed out is always seen.
+                    match self.client.claim_lease(&request).await {
+                        Ok(Some(lease)) => {
+                            // The claim's round trip (scripts/bench-dag.sh reads it: dispatch latency).
+                            tracing::debug!(slot, lease = %lease.lease_id, claim_us = micros(asked.elapsed()), "claimed");
+                            lease
+                        }
+                        Ok(None) => {
+                            errors.reset();
+                            pause(idle.next(), &mut drain).await;
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::warn!(slot, err = %chain(&err), "cannot claim a lease; retrying");
+                            pause(errors.next(), &mut drain).await;
+                            continue;
+                        }
+                    }
                 }
-                Err(err) => {
-                    tracing::warn!(slot, err = %chain(&err), "cannot claim a lease; retrying");
-                    pause(errors.next(), &mut drain).await;
+            };
+            idle.reset();
+            errors.reset();
+            let counter = match self.run_lease(worker_id, lease, &drain).await {
+                Outcome::Reported { next: answered } => {
+                    next = answered.map(|lease| *lease);
+                    &self.counters.reported
                 }
-            }
+                Outcome::Dropped => &self.counters.dropped,
+                Outcome::Abandoned => &self.counters.abandoned,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         tracing::info!(slot, "slot drained");
     }
 
-    /// One lease, start to report. Heartbeats run alongside until the report is through.
-    async fn run_lease(&self, worker_id: &str, lease: Lease) -> Outcome {
+    /// One lease, start to report. Heartbeats run alongside until the report is through. The
+    /// report asks for the slot's next lease unless `drain` says the worker is draining.
+    async fn run_lease(
+        &self,
+        worker_id: &str,
+        lease: Lease,
+        drain: &watch::Receiver<bool>,
+    ) -> Outcome {
         let Lease {
             lease_id,
             ttl_secs,
@@ -276,10 +305,12 @@ impl RemoteWorker {
             heartbeat_interval(ttl_secs),
             lost.clone(),
         ));
-        let outcome = self.lease_body(worker_id, &lease_id, spec, &lost).await;
+        let outcome = self
+            .lease_body(worker_id, &lease_id, spec, &lost, drain)
+            .await;
         heartbeat.abort();
-        match outcome {
-            Outcome::Reported => tracing::info!(lease = %lease_id, %run, %step, "reported"),
+        match &outcome {
+            Outcome::Reported { .. } => tracing::info!(lease = %lease_id, %run, %step, "reported"),
             Outcome::Dropped => tracing::warn!(
                 lease = %lease_id, %run, %step,
                 "lease lost (409): result dropped; the controller runs the step elsewhere"
@@ -298,6 +329,7 @@ impl RemoteWorker {
         lease_id: &str,
         spec: StepSpec,
         lost: &AtomicBool,
+        drain: &watch::Receiver<bool>,
     ) -> Outcome {
         let phase = Instant::now();
         if let Err(err) = self.fetch_inputs(&spec).await {
@@ -328,19 +360,26 @@ impl RemoteWorker {
             return Outcome::Abandoned;
         }
         let upload_us = micros(phase.elapsed());
-        let report = StepReport {
+        let mut report = StepReport {
             worker_id: worker_id.to_string(),
             record,
+            claim_next: false,
         };
         let phase = Instant::now();
         let mut backoff = Backoff::new(self.config.poll.retry_min, self.config.poll.retry_max);
         for attempt in 1..=self.config.poll.attempts {
+            // The answer carries the slot's next lease, saving a claim's round trip; a draining
+            // worker takes no new work. Asked again on each attempt: a retry of an accepted
+            // report is answered like the first.
+            report.claim_next = !draining(drain);
             match self.client.report(lease_id, &report).await {
-                Ok(()) => {
+                Ok(next) => {
                     // Where a lease's time went (scripts/bench-dag.sh reads it).
                     tracing::debug!(lease = %lease_id, fetch_us, run_us, upload_us,
                         report_us = micros(phase.elapsed()), "lease phases");
-                    return Outcome::Reported;
+                    return Outcome::Reported {
+                        next: next.map(Box::new),
+                    };
                 }
                 Err(ClientError::Conflict { .. }) => return Outcome::Dropped,
                 Err(err) if err.is_transient() && attempt < self.config.poll.attempts => {

@@ -497,22 +497,37 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `204`, or with `claim_next` a `200 ReportAnswer` carrying what `POST /v1/leases` would
+/// have handed the same worker (the id `check_owner` let through, as the claim route does).
 async fn report(
     State(app): State<App>,
     gate: Gate,
     peer: Peer,
     Path(lease): Path<String>,
     body: Result<Json<v1::StepReport>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
+    // A refused report returns here: it never claims.
     app.report(&lease, &req).await?;
     // The record's log blob is the log now; the live copy only cost space.
     if let Err(err) = app.controller().state().drop_live_log(&lease).await {
         tracing::warn!(%lease, error = %err, "cannot drop a reported step's live log");
     }
     app.metrics().worker_seen(&req.worker_id, app.now());
-    Ok(StatusCode::NO_CONTENT)
+    if !req.claim_next {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // The report was accepted: a failed claim must not make it look refused.
+    let next = match health::timed(&app, app.claim(&req.worker_id)).await {
+        Ok(next) => next,
+        Err(err) => {
+            tracing::warn!(%lease, worker = %req.worker_id, error = %error::one_line(&err),
+                "report accepted, but cannot claim the worker's next lease; it claims again");
+            None
+        }
+    };
+    Ok(Json(v1::ReportAnswer { next }).into_response())
 }
 
 async fn get_blob(State(app): State<App>, Path(sha): Path<String>) -> Result<Response, ApiError> {
