@@ -166,6 +166,10 @@ async fn connect_sqlite(path: &Path) -> Result<AnyPool, sqlx::Error> {
                 // checkpoints durable itself (`State::add_checkpoint`), so no checkpoint ever
                 // covers an entry a power loss could take (docs/step-log.md).
                 conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // Pages read through a mapping, not copied in by `read`: every commit on one
+                // connection empties the others' page caches, and with steps reported
+                // hundreds of times a second that re-reading was most of SQLite's CPU.
+                conn.execute("PRAGMA mmap_size = 268435456").await?;
                 Ok(())
             })
         })
