@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use kiln_core::Sha256Digest;
-use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::testing::{TestDatabase, live_log_chunks, sample_record};
 use kiln_daemon::state::{
-    Backend, LiveAppend, LiveLog, NewRun, NewStep, NewWorker, State, StepLogSource, Submission,
+    Backend, LiveAppend, LiveLog, NewRun, NewStep, NewWorker, ReportOutcome, State, StepLogSource,
+    Submission,
 };
 use time::OffsetDateTime;
 
@@ -112,14 +113,16 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
             "from {from}"
         );
     }
-    state.drop_live_log("L1").await.unwrap();
-    assert_eq!(
-        state.step_log_source("r1", "s", 0).await.unwrap(),
-        Some(StepLogSource::Live(LiveLog {
-            bytes: Vec::new(),
-            from: 0
-        }))
+    // Accepting the step's record drops the live copy: its log blob is the log now.
+    let outcome = state
+        .report_step("L1", "w", &sample_record("r1", "s"), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ReportOutcome::Accepted { .. }),
+        "{outcome:?}"
     );
+    assert_eq!(live_log_chunks(&state, "L1").await, 0);
     state.close().await;
 }
 

@@ -5,11 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_attest::tlog::{NoteSigner, TlogProof};
-use kiln_core::{
-    BlobKind, ExitRecord, LimitsRecord, LogRecord, MirrorInput, SandboxRecord, Sha256Digest,
-    StepRecord, UsageRecord,
-};
-use kiln_daemon::state::testing::{TestDatabase, tamper};
+use kiln_core::Sha256Digest;
+use kiln_daemon::state::testing::{TestDatabase, sample_record, tamper};
 use kiln_daemon::state::{Backend, NewRun, NewStep, State};
 use kiln_daemon::steplog::{self, LogEntry, VerifyFinding};
 use time::OffsetDateTime;
@@ -33,50 +30,6 @@ const STEPS: usize = 3;
 
 fn at(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
-}
-
-fn record(run: &str, step: &str) -> StepRecord {
-    let digest = Sha256Digest::of(step.as_bytes());
-    StepRecord {
-        run_id: run.into(),
-        step: step.into(),
-        command: "true".into(),
-        env: BTreeMap::new(),
-        rootfs: MirrorInput {
-            reference: "busybox@1".parse().unwrap(),
-            sha256: digest,
-            kind: BlobKind::Tree,
-        },
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        exit: ExitRecord::Exited { code: 0 },
-        started_on: at(0),
-        finished_on: at(1),
-        log: LogRecord {
-            sha256: digest,
-            size: 0,
-        },
-        sandbox: SandboxRecord {
-            namespaces: vec!["user".into()],
-            network: "none".into(),
-            host_uid: 100_000,
-            step_uid: 1000,
-            scratch_bytes: 1 << 20,
-            timeout_secs: 600,
-            mounts: Vec::new(),
-            limits: LimitsRecord {
-                memory_bytes: 1 << 30,
-                pids: 512,
-                millicpus: 1000,
-                open_files: 1024,
-            },
-            rlimits: String::new(),
-            seccomp: "deny-list".into(),
-            seccomp_sha256: "ab".repeat(32),
-        },
-        usage: UsageRecord::default(),
-        events: Vec::new(),
-    }
 }
 
 /// A fresh database with `RUNS` all-in-one runs of `STEPS` steps each, every one started,
@@ -112,7 +65,7 @@ async fn logged(backend: Backend) -> (tempfile::TempDir, TestDatabase, State, No
             .await
             .unwrap();
         for name in &names {
-            state.record_step(&record(&run, name)).await.unwrap();
+            state.record_step(&sample_record(&run, name)).await.unwrap();
         }
         state.finish_run(&run, true, at(2)).await.unwrap();
         steplog::sign_checkpoint(&state, &signer, at(3))

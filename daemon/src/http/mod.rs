@@ -510,10 +510,6 @@ async fn report(
     check_owner(&gate, &peer, &req.worker_id).await?;
     // A refused report returns here: it never claims.
     app.report(&lease, &req).await?;
-    // The record's log blob is the log now; the live copy only cost space.
-    if let Err(err) = app.controller().state().drop_live_log(&lease).await {
-        tracing::warn!(%lease, error = %err, "cannot drop a reported step's live log");
-    }
     app.metrics().worker_seen(&req.worker_id, app.now());
     if !req.claim_next {
         return Ok(StatusCode::NO_CONTENT.into_response());

@@ -361,6 +361,13 @@ impl State {
             return Ok(ReportOutcome::WrongStep { run_id, step });
         }
         insert_record(&mut tx, record, &json).await?;
+        // The record's log blob is the log now; the live copy only cost space. In this
+        // transaction, which holds the write lock already, rather than in one of its own.
+        sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
+            .bind(lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("drop live log"))?;
         super::step_log::append(
             &mut tx,
             &crate::steplog::LogEntry::StepRecord {
@@ -485,6 +492,19 @@ impl State {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("find complete runs"))
+    }
+
+    /// Whether any step of `run_id` is still pending or running.
+    pub async fn run_has_open_steps(&self, run_id: &str) -> Result<bool, StateError> {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM steps WHERE run_id = $1
+                                   AND state IN ('pending', 'running') LIMIT 1) o",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("look for open steps"))?;
+        Ok(open > 0)
     }
 
     /// Whether a run is still marked running.

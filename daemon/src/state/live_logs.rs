@@ -144,16 +144,6 @@ impl State {
         Ok(LiveLog { bytes, from })
     }
 
-    /// Drops the live log of `lease_id`, whose record (with the whole log) was accepted.
-    pub async fn drop_live_log(&self, lease_id: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
-            .bind(lease_id)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("drop live log"))?;
-        Ok(())
-    }
-
     /// Drops live logs of leases that no longer run (their step's record holds the log, or the
     /// lease expired and the step starts over under a new one).
     pub async fn sweep_live_logs(&self) -> Result<u64, StateError> {

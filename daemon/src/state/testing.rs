@@ -10,6 +10,7 @@
 //!
 //! Not for production use: it connects with the test URL and drops databases.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -17,7 +18,12 @@ use sqlx::any::AnyConnectOptions;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
-use super::{Backend, Database};
+use kiln_core::{
+    BlobKind, ExitRecord, LimitsRecord, LogRecord, MirrorInput, SandboxRecord, Sha256Digest,
+    StepRecord, UsageRecord,
+};
+
+use super::{Backend, Database, State};
 
 /// The variable naming the PostgreSQL server tests use.
 pub const DATABASE_URL_VAR: &str = "KILN_TEST_DATABASE_URL";
@@ -171,4 +177,64 @@ pub async fn tamper(state: &super::State, sql: &str) -> u64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .rows_affected()
+}
+
+/// A plausible record of a succeeded no-op step `step` of `run`, for tests that store records.
+pub fn sample_record(run: &str, step: &str) -> StepRecord {
+    let digest = Sha256Digest::of(step.as_bytes());
+    StepRecord {
+        run_id: run.into(),
+        step: step.into(),
+        command: "true".into(),
+        env: BTreeMap::new(),
+        rootfs: MirrorInput {
+            reference: "busybox@1".parse().unwrap(),
+            sha256: digest,
+            kind: BlobKind::Tree,
+        },
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        exit: ExitRecord::Exited { code: 0 },
+        started_on: sample_time(0),
+        finished_on: sample_time(1),
+        log: LogRecord {
+            sha256: digest,
+            size: 0,
+        },
+        sandbox: SandboxRecord {
+            namespaces: vec!["user".into()],
+            network: "none".into(),
+            host_uid: 100_000,
+            step_uid: 1000,
+            scratch_bytes: 1 << 20,
+            timeout_secs: 600,
+            mounts: Vec::new(),
+            limits: LimitsRecord {
+                memory_bytes: 1 << 30,
+                pids: 512,
+                millicpus: 1000,
+                open_files: 1024,
+            },
+            rlimits: String::new(),
+            seccomp: "deny-list".into(),
+            seccomp_sha256: "ab".repeat(32),
+        },
+        usage: UsageRecord::default(),
+        events: Vec::new(),
+    }
+}
+
+/// A fixed instant plus `secs`, for [`sample_record`].
+fn sample_time(secs: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).expect("in range")
+}
+
+/// How many chunks of `lease_id`'s live log `state` holds.
+pub async fn live_log_chunks(state: &State, lease_id: &str) -> u64 {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM live_logs WHERE lease_id = $1")
+        .bind(lease_id)
+        .fetch_one(&state.pool)
+        .await
+        .expect("count live log chunks");
+    n.max(0) as u64
 }
