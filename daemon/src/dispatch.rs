@@ -10,7 +10,8 @@
 //! Invariant: the dispatcher never runs step code; it hands out `StepSpec`s and receives
 //! `StepRecord`s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,6 +115,9 @@ pub enum LeaseError {
     State(#[from] StateError),
 }
 
+/// How often claims look for expired leases at most, in ms (see `Dispatcher::expire_soon`).
+const EXPIRY_EVERY_MS: i64 = 250;
+
 /// The dispatcher: one per daemon.
 pub struct Dispatcher {
     controller: Arc<Controller>,
@@ -126,6 +130,11 @@ pub struct Dispatcher {
     finishing: tokio::sync::Mutex<()>,
     /// Counters of what happened here, for `GET /metrics`.
     metrics: crate::metrics::Metrics,
+    /// Workers known to be registered. Workers are never unregistered, so a cache of the
+    /// database; it spares every claim a query.
+    known_workers: Mutex<HashSet<String>>,
+    /// When a claim last looked for expired leases, in unix ms ([`Self::expire_soon`]).
+    last_expiry_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -146,6 +155,8 @@ impl Dispatcher {
             config,
             runs: Mutex::new(HashMap::new()),
             finishing: tokio::sync::Mutex::new(()),
+            known_workers: Mutex::new(HashSet::new()),
+            last_expiry_ms: AtomicI64::new(i64::MIN),
             metrics: crate::metrics::Metrics::new(),
         }
     }
@@ -307,13 +318,13 @@ impl Dispatcher {
 
     /// Leases the oldest ready step to `worker_id`; `None` when nothing is ready.
     pub async fn claim(&self, worker_id: &str) -> Result<Option<v1::Lease>, LeaseError> {
-        if !self.controller.state().worker_exists(worker_id).await? {
+        if !self.worker_known(worker_id).await? {
             return Err(LeaseError::UnknownWorker {
                 worker_id: worker_id.to_owned(),
             });
         }
         // Hand out nothing a dead worker still holds on paper.
-        self.expire().await?;
+        self.expire_soon().await?;
         let lease_id = uuid::Uuid::new_v4().to_string();
         let Some(claimed) = self
             .controller
@@ -342,6 +353,42 @@ impl Dispatcher {
         }))
     }
 
+    /// Whether `worker_id` is registered (here or, on a shared database, with another daemon).
+    async fn worker_known(&self, worker_id: &str) -> Result<bool, StateError> {
+        if self.lock_known_workers().contains(worker_id) {
+            return Ok(true);
+        }
+        let exists = self.controller.state().worker_exists(worker_id).await?;
+        if exists {
+            self.lock_known_workers().insert(worker_id.to_owned());
+        }
+        Ok(exists)
+    }
+
+    fn lock_known_workers(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.known_workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`Self::expire`], unless a claim did so less than [`EXPIRY_EVERY_MS`] ago: leases live for
+    /// seconds, so looking on every claim (two queries) bought nothing but load when steps are
+    /// handed out hundreds of times a second. The tick still expires every second.
+    async fn expire_soon(&self) -> Result<(), StateError> {
+        let now = crate::state::millis(self.now());
+        let last = self.last_expiry_ms.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now.saturating_sub(last) >= EXPIRY_EVERY_MS || now < last;
+        if due
+            && self
+                .last_expiry_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.expire().await?;
+        }
+        Ok(())
+    }
+
     /// Extends a current lease by its ttl.
     pub async fn heartbeat(&self, lease_id: &str, worker_id: &str) -> Result<(), LeaseError> {
         match self
@@ -361,28 +408,26 @@ impl Dispatcher {
         let state = self.controller.state();
         let worker_id = &report.worker_id;
         let record = &report.record;
-        if state.lease_status(lease_id, worker_id, self.now()).await? != LeaseStatus::Current {
-            // A lease never becomes current again, so this changes nothing; it only tells a
-            // retried report of an accepted record apart, which is answered as the first was.
-            return match state
-                .report_step(lease_id, worker_id, record, self.now())
-                .await?
-            {
-                ReportOutcome::AlreadyAccepted => Ok(()),
-                _ => Err(not_current(lease_id, worker_id)),
-            };
-        }
         let store = self.controller.store();
-        let blobs = std::iter::once(("log".to_owned(), record.log.sha256)).chain(
+        let mut blobs = std::iter::once(("log".to_owned(), record.log.sha256)).chain(
             record
                 .outputs
                 .iter()
                 .map(|o| (format!("output {}", o.path), o.sha256)),
         );
-        for (what, sha256) in blobs {
-            if !store.contains(&sha256) {
-                return Err(LeaseError::MissingBlob { what, sha256 });
+        if let Some((what, sha256)) = blobs.find(|(_, sha256)| !store.contains(sha256)) {
+            // A lease that is not current is refused as such whatever it reports, and a
+            // retried report of an accepted record is answered as the first was.
+            if state.lease_status(lease_id, worker_id, self.now()).await? != LeaseStatus::Current {
+                return match state
+                    .report_step(lease_id, worker_id, record, self.now())
+                    .await?
+                {
+                    ReportOutcome::AlreadyAccepted => Ok(()),
+                    _ => Err(not_current(lease_id, worker_id)),
+                };
             }
+            return Err(LeaseError::MissingBlob { what, sha256 });
         }
         match state
             .report_step(lease_id, worker_id, record, self.now())
@@ -391,7 +436,16 @@ impl Dispatcher {
             ReportOutcome::Accepted { run_id, succeeded } => {
                 tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, lease = %lease_id, succeeded, exit = ?record.exit, "step reported");
                 self.metrics.step_reported(record);
-                self.finish_if_complete(&run_id).await;
+                // Asked after the commit, so that of two last steps reported at once (on a
+                // shared database) at least the later one sees the run complete.
+                match state.run_has_open_steps(&run_id).await {
+                    Ok(false) => self.finish_if_complete(&run_id).await,
+                    Ok(true) => {}
+                    // The tick publishes it.
+                    Err(err) => {
+                        tracing::warn!(run = %run_id, %err, "cannot tell whether the run is complete")
+                    }
+                }
                 Ok(())
             }
             ReportOutcome::AlreadyAccepted => Ok(()),
