@@ -123,7 +123,7 @@ export NO_COLOR=1
 token=$("$kiln" --data-dir "$data" admin token create --team bench --ttl 4h | sed -n 's/^token: //p')
 
 # `setsid` so that each process leads its own group (the cleanup kills the group).
-KILN_LOG=info setsid "$kiln" --data-dir "$data" daemon --listen 127.0.0.1:0 \
+KILN_LOG=${DAEMON_LOG:-info} setsid "$kiln" --data-dir "$data" daemon --listen 127.0.0.1:0 \
   >"$scratch/daemon.out" 2>"$scratch/daemon.log" </dev/null &
 pgids+=($!)
 for _ in $(seq 300); do
