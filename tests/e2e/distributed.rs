@@ -733,6 +733,61 @@ fn a_chain_runs_on_the_leases_its_reports_answers_carry(backend: Backend) {
     }
 }
 
+/// A worker remembers which blobs the controller holds and skips asking about them again
+/// (every step's record names its log, and steps that print the same have the same log). If
+/// the controller's store lost one after all, the report naming it is refused (`422`), and the
+/// worker uploads it again and reports: the run still succeeds.
+#[test]
+fn a_log_blob_the_controller_lost_is_uploaded_again_and_the_step_reported() {
+    let mut cluster = Cluster::start(30);
+    cluster.worker("w1", 1);
+    let yaml = "version: 1\nname: same-log\nrootfs: busybox@1\nsteps:\n  - { name: s, run: 'echo same' }\n";
+    let first = cluster.submit("first.yaml", yaml);
+    cluster.wait_for(
+        &first,
+        Duration::from_secs(120),
+        "the first run to end",
+        |v| v["state"] != "running",
+    );
+    assert_eq!(
+        cluster.status(&first)["state"],
+        "succeeded",
+        "{}",
+        cluster.logs()
+    );
+    let log = cluster.records(&first)[0].log.sha256.to_string();
+    let blob = cluster
+        .env
+        .data_dir()
+        .join("store/blobs/sha256")
+        .join(&log[..2])
+        .join(&log);
+    std::fs::remove_file(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
+
+    let second = cluster.submit("second.yaml", yaml);
+    cluster.wait_for(
+        &second,
+        Duration::from_secs(120),
+        "the second run to end",
+        |v| v["state"] != "running",
+    );
+    assert_eq!(
+        cluster.status(&second)["state"],
+        "succeeded",
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.records(&second)[0].log.sha256.to_string(), log);
+    assert!(blob.is_file(), "the log blob was not uploaded again");
+    assert!(
+        cluster
+            .logs()
+            .contains("report refused for a missing blob; uploading again"),
+        "{}",
+        cluster.logs()
+    );
+}
+
 cluster_tests! {
     a_chain_runs_on_the_leases_its_reports_answers_carry;
     a_fifty_step_dag_completes_on_three_workers_each_step_once;

@@ -14,7 +14,7 @@
 //! end and its result is dropped), any retry policy of its own for a step's failure (attempts
 //! are counted and bounded by the controller), and any state that survives a restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -136,6 +136,42 @@ pub struct RemoteWorker {
     store: Arc<BlobStore>,
     config: RemoteConfig,
     counters: Counters,
+    /// Blobs the controller is known to hold, so that uploading them again is skipped
+    /// without asking (every step's record names its log, and most logs are alike).
+    held: HeldBlobs,
+}
+
+/// Digests of blobs the controller said it holds or accepted from this worker. Its store is
+/// content-addressed and keeps what it holds; should a blob be gone after all, the report
+/// naming it is refused with `422`, and the worker forgets everything and uploads again.
+#[derive(Debug, Default)]
+struct HeldBlobs(std::sync::Mutex<HashSet<Sha256Digest>>);
+
+impl HeldBlobs {
+    /// The most remembered; past it the set starts over.
+    const MAX: usize = 65_536;
+
+    fn contains(&self, digest: &Sha256Digest) -> bool {
+        self.lock().contains(digest)
+    }
+
+    fn insert(&self, digest: Sha256Digest) {
+        let mut held = self.lock();
+        if held.len() >= Self::MAX {
+            held.clear();
+        }
+        held.insert(digest);
+    }
+
+    fn forget(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Sha256Digest>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What became of one lease.
@@ -157,6 +193,7 @@ impl RemoteWorker {
             store: Arc::new(store),
             config,
             counters: Counters::default(),
+            held: HeldBlobs::default(),
         }
     }
 
@@ -382,6 +419,18 @@ impl RemoteWorker {
                     };
                 }
                 Err(ClientError::Conflict { .. }) => return Outcome::Dropped,
+                // A blob this worker believed held is not (the controller's store lost it):
+                // upload what the record names, asking first, and report again.
+                Err(err @ ClientError::Http { status: 422, .. })
+                    if attempt < self.config.poll.attempts =>
+                {
+                    tracing::warn!(lease = %lease_id, err = %chain(&err), "report refused for a missing blob; uploading again");
+                    self.held.forget();
+                    if let Err(err) = self.upload_results(&report.record).await {
+                        tracing::error!(lease = %lease_id, err = %chain(&err), "cannot upload the step's results");
+                        return Outcome::Abandoned;
+                    }
+                }
                 Err(err) if err.is_transient() && attempt < self.config.poll.attempts => {
                     tracing::warn!(lease = %lease_id, attempt, err = %chain(&err), "report failed; retrying");
                     tokio::time::sleep(backoff.next()).await;
@@ -445,8 +494,14 @@ impl RemoteWorker {
     }
 
     async fn upload(&self, digest: Sha256Digest) -> Result<(), TransferError> {
+        if self.held.contains(&digest) {
+            return Ok(());
+        }
         match self.client.has_blob(&digest).await {
-            Ok(true) => return Ok(()),
+            Ok(true) => {
+                self.held.insert(digest);
+                return Ok(());
+            }
             Ok(false) => {}
             // A controller that cannot say gets the upload; a repeated one is a cheap 200.
             Err(err) if !err.is_transient() => {
@@ -467,6 +522,7 @@ impl RemoteWorker {
             .await
             .map_err(|source| TransferError::Client { digest, source })?;
         tracing::debug!(%digest, ?uploaded, "uploaded");
+        self.held.insert(digest);
         Ok(())
     }
 
