@@ -54,6 +54,49 @@ pub enum LeaseStatus {
     NotCurrent,
 }
 
+/// The conditions that make pending step `s` ready for worker `$1`: every step it needs has
+/// succeeded, and the worker offers every label it requires.
+macro_rules! ready_step_conditions {
+    () => {
+        "s.state = 'pending'
+         AND NOT EXISTS (
+             SELECT 1 FROM step_needs n
+             JOIN steps d ON d.run_id = n.run_id AND d.name = n.need
+             WHERE n.run_id = s.run_id AND n.step = s.name AND d.state <> 'succeeded')
+         AND NOT EXISTS (
+             SELECT 1 FROM step_requires q
+             WHERE q.run_id = s.run_id AND q.step = s.name
+               AND NOT EXISTS (
+                   SELECT 1 FROM worker_labels l
+                   WHERE l.worker_id = $1 AND l.key = q.key AND l.value = q.value))"
+    };
+}
+
+/// The oldest ready step, on SQLite: per run in age order, its first ready step in pipeline
+/// order. Written so, because the plain join below makes SQLite check and sort every pending
+/// step of the oldest run before it picks one (a temporary B-tree for `s.position`): ~0.5 ms
+/// per claim with 500 pending steps, growing with the queue; this stops at the first ready
+/// step (~20 µs).
+const READY_STEP_SQLITE: &str = concat!(
+    "SELECT r.id, (SELECT s.name FROM steps s WHERE s.run_id = r.id AND ",
+    ready_step_conditions!(),
+    " ORDER BY s.position LIMIT 1) AS step
+     FROM runs r
+     WHERE r.state = 'running' AND r.dispatch = 'lease' AND step IS NOT NULL
+     ORDER BY r.started_at, r.id
+     LIMIT 1"
+);
+
+/// The same on PostgreSQL, as a join whose step row the claim locks (`FOR UPDATE OF s SKIP
+/// LOCKED`), which a scalar subquery cannot do.
+const READY_STEP_POSTGRES: &str = concat!(
+    "SELECT s.run_id, s.name FROM runs r CROSS JOIN steps s
+     WHERE s.run_id = r.id AND r.state = 'running' AND r.dispatch = 'lease' AND ",
+    ready_step_conditions!(),
+    " ORDER BY r.started_at, r.id, s.position
+     LIMIT 1"
+);
+
 /// What [`State::report_step`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportOutcome {
@@ -197,27 +240,15 @@ impl State {
         // On PostgreSQL two claims (of this daemon or another on the same database) lock
         // different steps: a step another claim holds is skipped, not waited for, and one that
         // another claim leased in the meantime no longer matches `state = 'pending'`.
-        let row = sqlx::query(self.locking(
-            "SELECT s.run_id, s.name FROM runs r CROSS JOIN steps s
-             WHERE s.run_id = r.id AND s.state = 'pending' AND r.state = 'running' AND r.dispatch = 'lease'
-               AND NOT EXISTS (
-                   SELECT 1 FROM step_needs n
-                   JOIN steps d ON d.run_id = n.run_id AND d.name = n.need
-                   WHERE n.run_id = s.run_id AND n.step = s.name AND d.state <> 'succeeded')
-               AND NOT EXISTS (
-                   SELECT 1 FROM step_requires q
-                   WHERE q.run_id = s.run_id AND q.step = s.name
-                     AND NOT EXISTS (
-                         SELECT 1 FROM worker_labels l
-                         WHERE l.worker_id = $1 AND l.key = q.key AND l.value = q.value))
-             ORDER BY r.started_at, r.id, s.position
-             LIMIT 1",
-            "FOR UPDATE OF s SKIP LOCKED",
-        ))
-        .bind(worker_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_err("find a ready step"))?;
+        let sql = match self.backend {
+            Backend::Sqlite => sqlx::AssertSqlSafe(READY_STEP_SQLITE.to_owned()),
+            Backend::Postgres => self.locking(READY_STEP_POSTGRES, "FOR UPDATE OF s SKIP LOCKED"),
+        };
+        let row = sqlx::query(sql)
+            .bind(worker_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_err("find a ready step"))?;
         let Some(row) = row else {
             return Ok(None);
         };
