@@ -245,7 +245,7 @@ if ((QUEUE > 0)); then
   runs=$(((QUEUE + N - 1) / N))
   echo "== dispatch latency: $runs runs x $N independent steps queued at once (load $(cut -d' ' -f1-3 /proc/loadavg))"
   py gen flat "$N" "$scratch/queue" "$rootfs" "$bwrap" --runs "$runs"
-  off1=$(lines "$scratch/worker-1.log") off2=$(lines "$scratch/worker-2.log")
+  off1=$(lines "$scratch/worker-1.log") off2=$(lines "$scratch/worker-2.log") offd=$(lines "$scratch/daemon.log")
   before=$(grep -c "run finished" "$scratch/daemon.log" || true)
   t0=$(now)
   ids=()
@@ -263,8 +263,13 @@ if ((QUEUE > 0)); then
   printf '  drained in %.2f s (%.2f ms per step)\n' "$fin" "$(echo "$fin * 1000 / ($runs * $N)" | bc -l)"
   tail -n "+$((off1 + 1))" "$scratch/worker-1.log" >"$scratch/queue-1.log"
   tail -n "+$((off2 + 1))" "$scratch/worker-2.log" >"$scratch/queue-2.log"
-  echo "  claim = dispatch latency (slot free and step ready -> lease in the worker's hands);"
-  echo "  ready_to_sandbox = the same start -> the sandbox is about to start the step:"
+  tail -n "+$((offd + 1))" "$scratch/daemon.log" >"$scratch/queue-daemon.log"
+  echo "  dispatch latency, the controller's part: from a claim's arrival (on its own, or in the"
+  echo "  report of the worker's previous step) to the lease it hands out; most leases come in"
+  echo "  a report's answer, so the worker sees no claim round trip of its own for them:"
+  py claims "$scratch/queue-daemon.log"
+  echo "  worker phases (claim = a claim round trip of its own; ready_to_sandbox = from asking for"
+  echo "  the step, or from the arrival of a lease a report carried, to the sandbox starting it):"
   py phases --by-tenth "$scratch/queue-1.log" "$scratch/queue-2.log"
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

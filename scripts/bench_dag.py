@@ -20,6 +20,10 @@
       helper's setup to the step's exec and the command to pid 1's exit, collect, the /out
       unmount, storing the log, cleaning up), upload, report; p50/p90/p99.
       --by-tenth adds the claim p50/p99 per tenth of the claims in time order.
+  claims LOG
+      the controller's part of the dispatch latency, from a daemon log: `claim_us` of each
+      "step leased" event (a claim of its own or one a report's answer carried), p50/p90/p99,
+      and p50/p99 per tenth of the claims in time order.
   median X...
       the median of the numbers.
 """
@@ -166,6 +170,19 @@ def phases(logs, by_tenth=False):
         print("   " + "  ".join(f"{pct(p, 50):.1f}/{pct(p, 99):.1f}" for p in parts))
 
 
+def claims(log):
+    """p50/p90/p99 of the daemon's `claim_us` per lease, overall and per tenth in time order."""
+    us = [int(f["claim_us"]) / 1000 for _, msg, f in parse(log) if msg == "step leased" and "claim_us" in f]
+    if not us:
+        sys.exit(f"no 'step leased ... claim_us=' in {log}")
+    print(f"  controller claim (ms): n {len(us)}, p50 {pct(us, 50):.2f}, p90 {pct(us, 90):.2f}, "
+          f"p99 {pct(us, 99):.2f}, mean {statistics.fmean(us):.2f}")
+    tenth = max(1, len(us) // 10)
+    parts = [us[i:i + tenth] for i in range(0, len(us), tenth)]
+    print("  p50/p99 (ms) by tenth, queue fullest first:")
+    print("   " + "  ".join(f"{pct(p, 50):.2f}/{pct(p, 99):.2f}" for p in parts))
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "gen":
@@ -181,6 +198,8 @@ def main(argv):
     elif cmd == "phases":
         by_tenth = "--by-tenth" in args
         phases([a for a in args if a != "--by-tenth"], by_tenth)
+    elif cmd == "claims":
+        claims(*args)
     elif cmd == "median":
         print(f"{statistics.median(float(x) for x in args):.3f}")
     else:

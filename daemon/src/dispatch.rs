@@ -318,6 +318,7 @@ impl Dispatcher {
 
     /// Leases the oldest ready step to `worker_id`; `None` when nothing is ready.
     pub async fn claim(&self, worker_id: &str) -> Result<Option<v1::Lease>, LeaseError> {
+        let asked = std::time::Instant::now();
         if !self.worker_known(worker_id).await? {
             return Err(LeaseError::UnknownWorker {
                 worker_id: worker_id.to_owned(),
@@ -345,7 +346,9 @@ impl Dispatcher {
             })
         })?;
         let spec = crate::schedule::step_spec(&run, step, &claimed.needs).map_err(spec_err)?;
-        tracing::info!(run = %claimed.run_id, step = %claimed.step, worker = %worker_id, lease = %lease_id, "step leased");
+        // `claim_us`: the controller's part of the dispatch latency (scripts/bench-dag.sh).
+        tracing::info!(run = %claimed.run_id, step = %claimed.step, worker = %worker_id, lease = %lease_id,
+            claim_us = asked.elapsed().as_micros() as u64, "step leased");
         Ok(Some(v1::Lease {
             lease_id,
             ttl_secs: self.config.lease_ttl.as_secs().max(1),
