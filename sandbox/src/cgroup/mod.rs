@@ -267,7 +267,12 @@ fn sweep(parents: &[PathBuf]) {
         .iter()
         .filter_map(|parent| std::fs::read_dir(parent).ok())
         .flat_map(|entries| entries.flatten())
-        .filter(|entry| entry.path().is_dir() && is_stale(&entry.file_name().to_string_lossy()))
+        // The name first: most entries are the parent's control files, and `file_type` comes
+        // from the directory listing, without a `stat` per entry.
+        .filter(|entry| {
+            is_stale(&entry.file_name().to_string_lossy())
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+        })
         .map(|entry| entry.path())
         .collect();
     for dir in &stale {
