@@ -24,11 +24,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_core::{
-    BlobKind, ExitRecord, LimitsRecord, LogRecord, MirrorInput, SandboxRecord, Sha256Digest,
-    StepRecord, UsageRecord,
-};
+use kiln_core::{Sha256Digest, StepRecord};
 use kiln_daemon::Controller;
+use kiln_daemon::state::testing::sample_record;
 use kiln_daemon::state::{NewRun, NewStep, State};
 use kiln_daemon::steplog::{self, LogEntry};
 use time::OffsetDateTime;
@@ -53,50 +51,22 @@ fn median_f(mut xs: Vec<f64>) -> f64 {
 }
 
 fn record(run: &str, step: &str) -> StepRecord {
-    let digest = Sha256Digest::of(step.as_bytes());
-    StepRecord {
-        run_id: run.into(),
-        step: step.into(),
-        command: "make -j4 && make install DESTDIR=/out".into(),
-        env: BTreeMap::from([("CC".into(), "gcc".into())]),
-        rootfs: MirrorInput {
-            reference: "busybox@1".parse().unwrap(),
-            sha256: digest,
-            kind: BlobKind::Tree,
-        },
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        exit: ExitRecord::Exited { code: 0 },
-        started_on: OffsetDateTime::now_utc(),
-        finished_on: OffsetDateTime::now_utc(),
-        log: LogRecord {
-            sha256: digest,
-            size: 4096,
-        },
-        sandbox: SandboxRecord {
-            namespaces: vec!["user".into(), "mount".into(), "pid".into(), "net".into()],
-            network: "none".into(),
-            host_uid: 100_000,
-            step_uid: 1000,
-            scratch_bytes: 1 << 30,
-            timeout_secs: 600,
-            mounts: vec![
-                "/ <- /store/trees/x (bind, ro,nosuid,nodev)".into(),
-                "/out <- /scratch/out (bind, rw,nosuid,nodev)".into(),
-            ],
-            limits: LimitsRecord {
-                memory_bytes: 1 << 30,
-                pids: 512,
-                millicpus: 1000,
-                open_files: 1024,
-            },
-            rlimits: "RLIMIT_CORE=0, RLIMIT_NOFILE=1024".into(),
-            seccomp: "deny-list".into(),
-            seccomp_sha256: "ab".repeat(32),
-        },
-        usage: UsageRecord::default(),
-        events: Vec::new(),
-    }
+    // A record of a realistic size: a build command, an environment, a 4 KiB log.
+    let mut record = sample_record(run, step);
+    record.command = "make -j4 && make install DESTDIR=/out".into();
+    record.env = BTreeMap::from([("CC".into(), "gcc".into())]);
+    record.started_on = OffsetDateTime::now_utc();
+    record.finished_on = OffsetDateTime::now_utc();
+    record.log.size = 4096;
+    let sandbox = &mut record.sandbox;
+    sandbox.namespaces = vec!["user".into(), "mount".into(), "pid".into(), "net".into()];
+    sandbox.scratch_bytes = 1 << 30;
+    sandbox.mounts = vec![
+        "/ <- /store/trees/x (bind, ro,nosuid,nodev)".into(),
+        "/out <- /scratch/out (bind, rw,nosuid,nodev)".into(),
+    ];
+    sandbox.rlimits = "RLIMIT_CORE=0, RLIMIT_NOFILE=1024".into();
+    record
 }
 
 /// The entry appended as entry `i` in the append benchmark: a step record's entry.

@@ -483,58 +483,26 @@ fn exit_text(exit: &ExitRecord) -> String {
 mod tests {
     use super::*;
     use crate::state::StepDetail;
-    use kiln_core::{BlobKind, LimitsRecord, LogRecord, MirrorInput, SandboxRecord, UsageRecord};
+    use crate::state::testing::sample_record;
 
     fn at(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
     }
 
     fn record(step: &str, host_uid: u32, out_dir: &str, from: i64, to: i64) -> StepRecord {
-        let digest = Sha256Digest::of(step.as_bytes());
-        StepRecord {
-            run_id: "run-1".into(),
-            step: step.into(),
-            command: "true".into(),
-            env: BTreeMap::new(),
-            rootfs: MirrorInput {
-                reference: "busybox@1".parse().unwrap(),
-                sha256: digest,
-                kind: BlobKind::Tree,
-            },
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            exit: ExitRecord::Exited { code: 0 },
-            started_on: at(from),
-            finished_on: at(to),
-            log: LogRecord {
-                sha256: digest,
-                size: 0,
-            },
-            sandbox: SandboxRecord {
-                namespaces: vec!["user".into(), "mount".into()],
-                network: "none".into(),
-                host_uid,
-                step_uid: 1000,
-                scratch_bytes: 1 << 20,
-                timeout_secs: 600,
-                mounts: vec![
-                    "/ <- /store/trees/x (bind, ro,nosuid,nodev)".into(),
-                    format!("/out <- {out_dir} (bind, rw,nosuid,nodev)"),
-                    "/tmp tmpfs size=1048576 (rw,nosuid,nodev)".into(),
-                ],
-                limits: LimitsRecord {
-                    memory_bytes: 1 << 30,
-                    pids: 512,
-                    millicpus: 1000,
-                    open_files: 1024,
-                },
-                rlimits: "RLIMIT_CORE=0, RLIMIT_NOFILE=1024".into(),
-                seccomp: "deny-list".into(),
-                seccomp_sha256: "ab".repeat(32),
-            },
-            usage: UsageRecord::default(),
-            events: Vec::new(),
-        }
+        let mut record = sample_record("run-1", step);
+        record.started_on = at(from);
+        record.finished_on = at(to);
+        let sandbox = &mut record.sandbox;
+        sandbox.namespaces = vec!["user".into(), "mount".into()];
+        sandbox.host_uid = host_uid;
+        sandbox.mounts = vec![
+            "/ <- /store/trees/x (bind, ro,nosuid,nodev)".into(),
+            format!("/out <- {out_dir} (bind, rw,nosuid,nodev)"),
+            "/tmp tmpfs size=1048576 (rw,nosuid,nodev)".into(),
+        ];
+        sandbox.rlimits = "RLIMIT_CORE=0, RLIMIT_NOFILE=1024".into();
+        record
     }
 
     fn run(steps: Vec<(&str, StepRecord)>) -> RunDetail {
