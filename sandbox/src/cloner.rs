@@ -41,9 +41,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, getpid};
@@ -71,13 +69,7 @@ impl Cloner {
     /// Forks the cloner, which moves itself into `cgroup` and waits for its request. `None` if
     /// it cannot be forked. The caller must be single-threaded.
     pub(crate) fn start(cgroup: &cgroup::Guard) -> Option<Self> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .ok()?;
+        let (ours, theirs) = sys::seqpacket_pair().ok()?;
         let standby = getpid();
         match sys::fork() {
             Ok(ForkResult::Child) => {

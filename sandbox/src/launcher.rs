@@ -13,9 +13,7 @@ use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use crate::error::{SandboxError, SetupError};
 use crate::protocol;
@@ -48,13 +46,8 @@ impl Launcher {
             program: helper.program.clone(),
             source,
         };
-        let (control, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|errno| failed(errno.into()))?;
+        let (control, theirs) =
+            crate::sys::seqpacket_pair().map_err(|errno| failed(errno.into()))?;
         let (started_tx, started) = mpsc::channel();
         let command = helper.clone();
         let keeper = std::thread::Builder::new()

@@ -34,9 +34,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
@@ -218,13 +216,7 @@ struct Standby {
 impl Standby {
     /// `None` if it cannot be made now; steps are then forked for on arrival.
     fn start(pool: &mut NetPool, layout: &Layout) -> Option<Self> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .ok()?;
+        let (ours, theirs) = sys::seqpacket_pair().ok()?;
         let network = pool.take();
         let launcher = nix::unistd::getpid();
         match sys::fork() {

@@ -220,6 +220,17 @@ pub(crate) fn reset_signals() -> Result<(), Errno> {
     )
 }
 
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets: the launcher's, the
+/// standby's and the cloner's channels, where each message keeps its bounds and descriptors.
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 /// Receives one message of at most `buf.len()` bytes on `socket`, with the descriptors it
 /// carries (`SCM_RIGHTS`, at most `MAX_FDS`; received close-on-exec). `(0, [])` is end of file.
 pub(crate) fn receive_with_fds<const MAX_FDS: usize>(
