@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::openssl::{openssl, openssl_key, openssl_sign};
+use common::openssl::{openssl, openssl_ed25519_key, openssl_key, openssl_sign};
 use common::{Env, text};
 
 /// The catalogue listing and every file under the store's blobs: what "nothing stored" means.
@@ -331,23 +331,7 @@ fn policy_edits_take_effect_on_the_next_add() {
 #[test]
 fn an_ed25519_signature_from_openssl_is_verified() {
     let f = fixture();
-    let key = f.env.path("ed.key");
-    let public = f.env.path("ed.pub");
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "ed25519",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    let (key, public) = openssl_ed25519_key(&f.env, "ed");
     let raw = openssl(&[
         "pkeyutl",
         "-sign",

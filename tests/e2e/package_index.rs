@@ -183,20 +183,17 @@ fn an_index_of_a_non_wheel_entry_is_refused_and_stores_nothing() {
     ]);
     let blobs_before = count_files(&env.data_dir().join("store"));
 
-    let out = env.kiln(&[
-        "mirror",
-        "index",
-        "pypi",
-        "--name",
-        "pypi-index@1",
-        "kiln-hello@1.0.0",
-        "notes@1",
-    ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("notes@1: \"README.md\" is not a wheel"),
-        "{stderr}"
+    env.kiln_refused(
+        &[
+            "mirror",
+            "index",
+            "pypi",
+            "--name",
+            "pypi-index@1",
+            "kiln-hello@1.0.0",
+            "notes@1",
+        ],
+        "notes@1: \"README.md\" is not a wheel",
     );
     let list = env.kiln_ok(&["mirror", "list"]);
     assert!(!text(&list).contains("pypi-index"), "{}", text(&list));
@@ -214,19 +211,16 @@ fn an_index_carrying_a_revoked_entry_is_refused() {
         "--reason",
         "CVE-0000-0000",
     ]);
-    let out = env.kiln(&[
-        "mirror",
-        "index",
-        "pypi",
-        "--name",
-        "pypi-index@1",
-        "kiln-hello@1.0.0",
-    ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("kiln-hello@1.0.0 is revoked (CVE-0000-0000)"),
-        "{}",
-        text(&out)
+    env.kiln_refused(
+        &[
+            "mirror",
+            "index",
+            "pypi",
+            "--name",
+            "pypi-index@1",
+            "kiln-hello@1.0.0",
+        ],
+        "kiln-hello@1.0.0 is revoked (CVE-0000-0000)",
     );
     let list = env.kiln_ok(&["mirror", "list"]);
     assert!(!text(&list).contains("pypi-index"), "{}", text(&list));

@@ -64,6 +64,23 @@ impl Env {
         out
     }
 
+    /// `kiln ARGS`, which must fail saying `expected`; the output.
+    #[allow(dead_code)] // not every e2e binary expects a refusal
+    pub fn kiln_refused(&self, args: &[&str], expected: &str) -> Output {
+        let out = self.kiln(args);
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} succeeded:\n{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(expected),
+            "kiln {args:?}:\n{}",
+            text(&out)
+        );
+        out
+    }
+
     /// `kiln admin token create --team TEAM --ttl TTL` against this env's data dir: the token.
     #[allow(dead_code)] // not every e2e binary submits to a daemon
     pub fn team_token(&self, team: &str, ttl: &str) -> String {

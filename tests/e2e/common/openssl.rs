@@ -9,7 +9,6 @@ use super::Env;
 /// An ECDSA P-256 key pair made by openssl: (private PEM, SPKI PEM public key).
 pub fn openssl_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
     let key = env.path(&format!("{name}.key"));
-    let public = env.path(&format!("{name}.pub"));
     openssl(&[
         "ecparam",
         "-name",
@@ -19,6 +18,28 @@ pub fn openssl_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
         "-out",
         key.to_str().unwrap(),
     ]);
+    let public = public_key_of(env, name, &key);
+    (key, public)
+}
+
+/// An Ed25519 key pair made by openssl: (private PEM, SPKI PEM public key).
+#[allow(dead_code)] // not every e2e binary signs with Ed25519
+pub fn openssl_ed25519_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    let key = env.path(&format!("{name}.key"));
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let public = public_key_of(env, name, &key);
+    (key, public)
+}
+
+/// Writes `key`'s public key (SPKI PEM) to `NAME.pub`; its path.
+fn public_key_of(env: &Env, name: &str, key: &Path) -> PathBuf {
+    let public = env.path(&format!("{name}.pub"));
     openssl(&[
         "pkey",
         "-in",
@@ -27,7 +48,7 @@ pub fn openssl_key(env: &Env, name: &str) -> (PathBuf, PathBuf) {
         "-out",
         public.to_str().unwrap(),
     ]);
-    (key, public)
+    public
 }
 
 /// `openssl dgst -sha256 -sign KEY FILE`: the raw (DER) signature.
