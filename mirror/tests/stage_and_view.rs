@@ -5,22 +5,14 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use kiln_core::Sha256Digest;
 use kiln_mirror::{BlobStore, StoreError, ViewFile};
 
-fn store() -> (tempfile::TempDir, BlobStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(&dir.path().join("store")).unwrap();
-    (dir, store)
-}
-
-fn blob_path(store: &BlobStore, digest: &Sha256Digest) -> PathBuf {
-    let hex = digest.to_string();
-    store.root().join("blobs/sha256").join(&hex[..2]).join(&hex)
-}
+mod common;
+use common::{blob_path, store};
 
 fn tmp_entries(store: &BlobStore) -> Vec<String> {
     fs::read_dir(store.root().join("tmp"))

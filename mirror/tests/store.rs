@@ -10,18 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use kiln_core::Sha256Digest;
 use kiln_mirror::{BlobStore, HostileEntry, ROOTFS_MOUNT_POINTS, StoreError, archive_dir};
+
+mod common;
+use common::{blob_path, store};
 use tar::{EntryType, Header};
-
-fn store() -> (tempfile::TempDir, BlobStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(&dir.path().join("store")).unwrap();
-    (dir, store)
-}
-
-fn blob_path(store: &BlobStore, digest: &Sha256Digest) -> PathBuf {
-    let hex = digest.to_string();
-    store.root().join("blobs/sha256").join(&hex[..2]).join(&hex)
-}
 
 fn tmp_is_empty(store: &BlobStore) -> bool {
     fs::read_dir(store.root().join("tmp"))
