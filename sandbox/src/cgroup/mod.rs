@@ -530,32 +530,38 @@ mod tests {
 
     /// Freezes the test's cgroup (v1 freezer or v2 `cgroup.freeze`); `false` without a freezer.
     fn freeze_for_test(dirs: &[PathBuf]) -> bool {
-        for dir in dirs {
-            for (file_name, value, done) in [
-                ("freezer.state", "FROZEN", "FROZEN"),
-                ("cgroup.freeze", "1", "1"),
-            ] {
-                let path = dir.join(file_name);
-                if !path.exists() {
-                    continue;
-                }
-                file::write(&path, value).unwrap();
-                let state = if file_name == "freezer.state" {
-                    path.clone()
-                } else {
-                    dir.join("cgroup.events")
-                };
-                for _ in 0..200 {
-                    let now = std::fs::read_to_string(&state).unwrap();
-                    if now.trim() == done || now.contains("frozen 1") {
-                        return true;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                panic!("{} never froze", dir.display());
+        // (file to write, value, file to read, what it reads once frozen) per cgroup version.
+        let v1 = |dir: &Path| {
+            (
+                dir.join("freezer.state"),
+                "FROZEN",
+                dir.join("freezer.state"),
+                "FROZEN",
+            )
+        };
+        let v2 = |dir: &Path| {
+            (
+                dir.join("cgroup.freeze"),
+                "1",
+                dir.join("cgroup.events"),
+                "frozen 1",
+            )
+        };
+        let Some((control, value, state, frozen)) = dirs
+            .iter()
+            .flat_map(|dir| [v1(dir), v2(dir)])
+            .find(|(control, ..)| control.exists())
+        else {
+            return false;
+        };
+        file::write(&control, value).unwrap();
+        for _ in 0..200 {
+            if std::fs::read_to_string(&state).unwrap().contains(frozen) {
+                return true;
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        false
+        panic!("{} never froze", control.display());
     }
 
     /// Thaws, kills and removes what a failed test left.
