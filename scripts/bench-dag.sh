@@ -16,7 +16,8 @@
 # mount, cgroup and temporary directory it made, also on failure or Ctrl-C.
 #
 # usage: [REPS=3] [N=1000] [SLOTS=2] [QUEUE=10000] [KILN=path/to/kiln] bash scripts/bench-dag.sh
-# (KILN skips the release build and uses that binary.)
+# (KILN skips the release build and uses that binary; DAEMON_LOG sets the daemon's KILN_LOG filter,
+# e.g. info,sqlx=debug to see every statement.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
