@@ -20,14 +20,15 @@
 //! forked for on arrival gets a fresh one from `clone3`, as with the one-shot helper.
 //!
 //! It dies with the worker thread that started it (`PR_SET_PDEATHSIG`), and its per-step
-//! processes die with it. It sweeps stale step cgroups when it starts and when quiet. When the worker hangs up it waits for its running steps, removes the
+//! processes die with it. It sweeps stale step cgroups when it starts and when quiet, at most
+//! every [`SWEEP_EVERY`]. When the worker hangs up it waits for its running steps, removes the
 //! empty kiln cgroup parents and exits.
 //!
 //! Deliberately absent: no threads, no async runtime, no state shared between steps but the
 //! cgroup layout; nothing from one request reaches another's process.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -53,6 +54,13 @@ const POOL: usize = 2;
 /// migration from a median of 0.2 ms to 6 ms: it waits until the step is past that.
 const QUIET: Duration = Duration::from_millis(10);
 
+/// How often, at most, a quiet launcher sweeps stale step cgroups. A sweep lists every kiln
+/// cgroup parent and reads each live owner's `/proc/<pid>/stat`: ~20 opens with four steps
+/// running. Leftovers come from crashed helpers, which are rare; under a steady stream of
+/// short steps a launcher is quiet between most of them, and sweeping each time cost more
+/// than any other per-step system call the launcher makes.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Entry point of the launcher; see the module doc. Errors go to its stderr (the worker's).
 pub(crate) fn serve() -> ! {
     match serve_requests() {
@@ -69,12 +77,16 @@ fn serve_requests() -> Result<(), SetupError> {
     sys::reap_children_automatically(true).map_err(SetupError::ReapChildren)?;
     let layout = cgroup::detect()?;
     cgroup::sweep_stale(&layout);
+    let mut swept = Instant::now();
     let mut pool = NetPool::open()?;
     pool.fill()?;
     let mut standby = Standby::start(&mut pool, &layout);
     loop {
         if !request_within(QUIET)? {
-            cgroup::sweep_stale(&layout);
+            if swept.elapsed() >= SWEEP_EVERY {
+                cgroup::sweep_stale(&layout);
+                swept = Instant::now();
+            }
             pool.fill()?;
             if standby.is_none() {
                 standby = Standby::start(&mut pool, &layout);
