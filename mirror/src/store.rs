@@ -45,6 +45,10 @@ const TEMP_BLOB_PREFIX: &str = "blob-";
 /// An unlocked temporary blob older than this was left by a process that died.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
+/// Blobs up to this size are hashed in memory before anything is written
+/// ([`BlobStore::put_reader`]).
+const SMALL_BLOB: u64 = 64 * 1024;
+
 /// A fingerprint whose change time is this close to now is not remembered: a write landing in
 /// the same clock tick as the fingerprint could otherwise go unseen (git's "racy" entries).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
@@ -228,8 +232,35 @@ impl BlobStore {
     }
 
     /// Stores everything `reader` yields.
+    ///
+    /// Up to [`SMALL_BLOB`] bytes are hashed in memory first: a blob that is stored already
+    /// (e.g. the same short step log again) then costs no temporary file, whose creation and
+    /// removal dominate the put of a small blob on a busy ext4.
     pub fn put_reader(&self, reader: impl Read) -> Result<Stored, StoreError> {
-        self.stage_reader(reader)?.commit()
+        let mut head = Vec::new();
+        let mut reader = reader;
+        (&mut reader)
+            .take(SMALL_BLOB + 1)
+            .read_to_end(&mut head)
+            .map_err(|err| StoreError::ReadStream { err })?;
+        if head.len() as u64 <= SMALL_BLOB {
+            let stored = Stored {
+                sha256: Sha256Digest::of(&head),
+                size: head.len() as u64,
+            };
+            if self
+                .verify_cached(
+                    &self.blob_path(&stored.sha256),
+                    &stored.sha256,
+                    Object::Blob,
+                )
+                .is_ok()
+            {
+                tracing::debug!(digest = %stored.sha256, "blob already stored");
+                return Ok(stored);
+            }
+        }
+        self.stage_reader(head.as_slice().chain(reader))?.commit()
     }
 
     /// Copies the file at `path` into a temporary file inside the store, hashing it on the way

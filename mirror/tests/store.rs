@@ -138,6 +138,54 @@ fn put_is_idempotent_and_does_not_rewrite_the_blob() {
 }
 
 #[test]
+fn putting_a_small_blob_that_is_stored_writes_no_temporary_file() {
+    let (_dir, store) = store();
+    let first = store.put_reader(&b"a short step log"[..]).unwrap();
+    let tmp = store.root().join("tmp");
+    let before = fs::metadata(&tmp).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(store.put_reader(&b"a short step log"[..]).unwrap(), first);
+    let after = fs::metadata(&tmp).unwrap();
+    // Making and removing a temporary file there would have changed the directory.
+    assert_eq!(
+        (before.mtime(), before.mtime_nsec()),
+        (after.mtime(), after.mtime_nsec()),
+        "a temporary file came and went"
+    );
+}
+
+#[test]
+fn putting_a_small_blob_again_repairs_a_corrupted_copy() {
+    let (_dir, store) = store();
+    let content = vec![7u8; 1000];
+    let d = store.put_reader(&content[..]).unwrap().sha256;
+    corrupt(&store, &d);
+    assert_corrupt(store.verify(&d), &d);
+    assert_eq!(store.put_reader(&content[..]).unwrap().sha256, d);
+    store.verify(&d).unwrap();
+    assert!(tmp_is_empty(&store));
+}
+
+#[test]
+fn blobs_around_the_in_memory_size_are_stored_whole() {
+    let (_dir, store) = store();
+    for len in [0, 1, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 3 * 64 * 1024] {
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let stored = store.put_reader(&content[..]).unwrap();
+        assert_eq!(stored.sha256, Sha256Digest::of(&content), "{len} bytes");
+        assert_eq!(stored.size, len as u64);
+        assert_eq!(store.read_verified(&stored.sha256).unwrap(), content);
+        // Again, now that it is stored.
+        assert_eq!(
+            store.put_reader(&content[..]).unwrap(),
+            stored,
+            "{len} bytes"
+        );
+    }
+    assert!(tmp_is_empty(&store));
+}
+
+#[test]
 fn missing_blob_is_reported_as_missing() {
     let (dir, store) = store();
     let digest = Sha256Digest::of(b"never stored");
