@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::controller::Controller;
 use crate::run::{AcceptError, AcceptedRun, Dispatch, PipelineSource};
 use crate::schedule::SpecError;
-use crate::state::{LeaseStatus, NewWorker, ReportOutcome, StateError};
+use crate::state::{Claimed, LeaseStatus, NewWorker, NextLease, ReportOutcome, StateError};
 
 /// Where the dispatcher reads the time: the system clock, or a test's.
 pub trait Clock: Send + Sync + 'static {
@@ -335,6 +335,19 @@ impl Dispatcher {
         else {
             return Ok(None);
         };
+        self.lease(worker_id, lease_id, &claimed, asked)
+            .await
+            .map(Some)
+    }
+
+    /// The lease for a step just claimed: its spec, with the records of the steps it needs.
+    async fn lease(
+        &self,
+        worker_id: &str,
+        lease_id: String,
+        claimed: &Claimed,
+        asked: std::time::Instant,
+    ) -> Result<v1::Lease, LeaseError> {
         let run = self.accepted_run(&claimed.run_id).await?;
         let spec_err = |source| LeaseError::Spec {
             run_id: claimed.run_id.clone(),
@@ -349,11 +362,11 @@ impl Dispatcher {
         // `claim_us`: the controller's part of the dispatch latency (scripts/bench-dag.sh).
         tracing::info!(run = %claimed.run_id, step = %claimed.step, worker = %worker_id, lease = %lease_id,
             claim_us = asked.elapsed().as_micros() as u64, "step leased");
-        Ok(Some(v1::Lease {
+        Ok(v1::Lease {
             lease_id,
             ttl_secs: self.config.lease_ttl.as_secs().max(1),
             spec,
-        }))
+        })
     }
 
     /// Whether `worker_id` is registered (here or, on a shared database, with another daemon).
@@ -408,6 +421,63 @@ impl Dispatcher {
     /// Accepts a step's record from the worker holding its lease; publishes the run when it
     /// was the last step.
     pub async fn report(&self, lease_id: &str, report: &v1::StepReport) -> Result<(), LeaseError> {
+        self.report_inner(lease_id, report, None).await.map(drop)
+    }
+
+    /// [`Self::report`], then [`Self::claim`] for the same worker in the same transaction
+    /// (`claim_next`). A refused report claims nothing. If the claim fails, the report is
+    /// made alone: an accepted report must not look refused because of its claim.
+    pub async fn report_then_claim(
+        &self,
+        lease_id: &str,
+        report: &v1::StepReport,
+    ) -> Result<Option<v1::Lease>, LeaseError> {
+        let asked = std::time::Instant::now();
+        let worker_id = &report.worker_id;
+        if !self.worker_known(worker_id).await? {
+            self.report(lease_id, report).await?;
+            return Ok(None);
+        }
+        // Hand out nothing a dead worker still holds on paper.
+        self.expire_soon().await?;
+        let next_lease = uuid::Uuid::new_v4().to_string();
+        let next = NextLease {
+            lease_id: &next_lease,
+            ttl: self.config.lease_ttl,
+        };
+        let claimed = match self.report_inner(lease_id, report, Some(next)).await {
+            Ok(claimed) => claimed,
+            Err(LeaseError::State(err)) => {
+                tracing::warn!(lease = %lease_id, worker = %worker_id, %err,
+                    "cannot report and claim at once; reporting alone");
+                self.report(lease_id, report).await?;
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        // The report is committed: a lease that cannot be built must not make it look
+        // refused. The step's lease runs out and it is handed out again.
+        match self.lease(worker_id, next_lease, &claimed, asked).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(err) => {
+                tracing::warn!(lease = %lease_id, worker = %worker_id, %err,
+                    "report accepted, but cannot build the next lease; the worker claims again");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks the report's blobs, stores it (and claims `next`, if given), then publishes the
+    /// run if it is complete.
+    async fn report_inner(
+        &self,
+        lease_id: &str,
+        report: &v1::StepReport,
+        next: Option<NextLease<'_>>,
+    ) -> Result<Option<Claimed>, LeaseError> {
         let state = self.controller.state();
         let worker_id = &report.worker_id;
         let record = &report.record;
@@ -426,16 +496,16 @@ impl Dispatcher {
                     .report_step(lease_id, worker_id, record, self.now())
                     .await?
                 {
-                    ReportOutcome::AlreadyAccepted => Ok(()),
+                    ReportOutcome::AlreadyAccepted => Ok(None),
                     _ => Err(not_current(lease_id, worker_id)),
                 };
             }
             return Err(LeaseError::MissingBlob { what, sha256 });
         }
-        match state
-            .report_step(lease_id, worker_id, record, self.now())
-            .await?
-        {
+        let (outcome, claimed) = state
+            .report_then_claim(lease_id, worker_id, record, self.now(), next)
+            .await?;
+        match outcome {
             ReportOutcome::Accepted { run_id, succeeded } => {
                 tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, lease = %lease_id, succeeded, exit = ?record.exit, "step reported");
                 self.metrics.step_reported(record);
@@ -449,9 +519,9 @@ impl Dispatcher {
                         tracing::warn!(run = %run_id, %err, "cannot tell whether the run is complete")
                     }
                 }
-                Ok(())
+                Ok(claimed)
             }
-            ReportOutcome::AlreadyAccepted => Ok(()),
+            ReportOutcome::AlreadyAccepted => Ok(claimed),
             ReportOutcome::NotCurrent => Err(not_current(lease_id, worker_id)),
             ReportOutcome::WrongStep { run_id, step } => Err(LeaseError::WrongStep {
                 lease_id: lease_id.to_owned(),

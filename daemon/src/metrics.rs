@@ -174,8 +174,8 @@ impl Metrics {
         let claim_duration = Histogram::new(CLAIM_BUCKETS);
         registry.register_with_unit(
             "claim_duration",
-            "Time to handle a lease claim (POST /v1/leases, or the claim of a report with claim_next), \
-             whether or not a step was handed out",
+            "Time to handle a lease claim (POST /v1/leases, or a report with claim_next, which \
+             reports and claims in one transaction), whether or not a step was handed out",
             Unit::Seconds,
             claim_duration.clone(),
         );
@@ -251,7 +251,8 @@ impl Metrics {
         self.lease_expiries.inc_by(n as u64);
     }
 
-    /// A lease claim (its own request or a report's `claim_next`) took `elapsed` to handle.
+    /// A lease claim (its own request, or a report with `claim_next`, report included) took
+    /// `elapsed` to handle.
     pub fn claim_handled(&self, elapsed: Duration) {
         self.claim_duration.observe(elapsed.as_secs_f64());
     }

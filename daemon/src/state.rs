@@ -20,7 +20,7 @@ pub use database::{Backend, Database, DatabaseUrlError};
 pub use git_mirrors::{GitMirror, GitMirrorBinding};
 
 pub use leases::{
-    Claimed, ExpiredLease, LeaseStatus, NewWorker, ReportOutcome, RunDetail, StepDetail,
+    Claimed, ExpiredLease, LeaseStatus, NewWorker, NextLease, ReportOutcome, RunDetail, StepDetail,
     SubmittedRun,
 };
 pub use live_logs::{LiveAppend, LiveLog, StepLogSource};

@@ -508,21 +508,16 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
-    // A refused report returns here: it never claims.
-    app.report(&lease, &req).await?;
-    app.metrics().worker_seen(&req.worker_id, app.now());
     if !req.claim_next {
+        app.report(&lease, &req).await?;
+        app.metrics().worker_seen(&req.worker_id, app.now());
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    // The report was accepted: a failed claim must not make it look refused.
-    let next = match health::timed(&app, app.claim(&req.worker_id)).await {
-        Ok(next) => next,
-        Err(err) => {
-            tracing::warn!(%lease, worker = %req.worker_id, error = %error::one_line(&err),
-                "report accepted, but cannot claim the worker's next lease; it claims again");
-            None
-        }
-    };
+    // A refused report returns here: it never claims, nor counts as a claim.
+    let started = std::time::Instant::now();
+    let next = app.report_then_claim(&lease, &req).await?;
+    app.metrics().claim_handled(started.elapsed());
+    app.metrics().worker_seen(&req.worker_id, app.now());
     Ok(Json(v1::ReportAnswer { next }).into_response())
 }
 

@@ -45,6 +45,13 @@ pub struct Claimed {
     pub needs: BTreeMap<String, StepRecord>,
 }
 
+/// The lease a report asks for next ([`State::report_then_claim`]).
+#[derive(Clone, Copy, Debug)]
+pub struct NextLease<'a> {
+    pub lease_id: &'a str,
+    pub ttl: Duration,
+}
+
 /// Whether a lease may still be used by the worker that presents it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseStatus {
@@ -237,41 +244,50 @@ impl State {
         ttl: Duration,
     ) -> Result<Option<Claimed>, StateError> {
         let mut tx = self.begin_write().await?;
+        let claimed = self
+            .claim_in(&mut tx, worker_id, lease_id, now, ttl)
+            .await?;
+        if claimed.is_some() {
+            tx.commit().await.map_err(query_err("commit lease"))?;
+        }
+        Ok(claimed)
+    }
+
+    /// [`Self::claim_step`] inside `tx`: one `UPDATE … RETURNING` picks and leases the step,
+    /// then the records it needs are read.
+    async fn claim_in(
+        &self,
+        tx: &mut AnyConnection,
+        worker_id: &str,
+        lease_id: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Option<Claimed>, StateError> {
         // On PostgreSQL two claims (of this daemon or another on the same database) lock
         // different steps: a step another claim holds is skipped, not waited for, and one that
         // another claim leased in the meantime no longer matches `state = 'pending'`.
-        let sql = match self.backend {
-            Backend::Sqlite => sqlx::AssertSqlSafe(READY_STEP_SQLITE.to_owned()),
-            Backend::Postgres => self.locking(READY_STEP_POSTGRES, "FOR UPDATE OF s SKIP LOCKED"),
+        let ready = match self.backend {
+            Backend::Sqlite => READY_STEP_SQLITE.to_owned(),
+            Backend::Postgres => format!("{READY_STEP_POSTGRES} FOR UPDATE OF s SKIP LOCKED"),
         };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE steps SET state = 'running', lease_id = $2, worker_id = $1, lease_deadline_ms = $3,
+                              attempts = attempts + 1, reason = NULL
+             WHERE (run_id, name) = ({ready}) AND state = 'pending'
+             RETURNING run_id, name"
+        ));
         let row = sqlx::query(sql)
             .bind(worker_id)
+            .bind(lease_id)
+            .bind(deadline(now, ttl))
             .fetch_optional(&mut *tx)
             .await
-            .map_err(query_err("find a ready step"))?;
+            .map_err(query_err("lease a ready step"))?;
         let Some(row) = row else {
             return Ok(None);
         };
         let run_id: String = row.get(0);
         let step: String = row.get(1);
-        let leased = sqlx::query(
-            "UPDATE steps SET state = 'running', lease_id = $1, worker_id = $2, lease_deadline_ms = $3,
-                              attempts = attempts + 1, reason = NULL
-             WHERE run_id = $4 AND name = $5 AND state = 'pending'",
-        )
-        .bind(lease_id)
-        .bind(worker_id)
-        .bind(deadline(now, ttl))
-        .bind(&run_id)
-        .bind(&step)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("lease step"))?;
-        if leased.rows_affected() != 1 {
-            // Cannot happen under SQLite's write lock nor PostgreSQL's row lock; were it to,
-            // another claimer won and the worker asks again.
-            return Ok(None);
-        }
         let rows = sqlx::query(
             "SELECT r.step, r.record_json FROM step_records r
              JOIN step_needs n ON n.run_id = r.run_id AND n.need = r.step
@@ -286,7 +302,6 @@ impl State {
         for r in &rows {
             needs.insert(r.get::<String, _>(0), parse_record(&r.get::<String, _>(1))?);
         }
-        tx.commit().await.map_err(query_err("commit lease"))?;
         Ok(Some(Claimed {
             run_id,
             step,
@@ -354,14 +369,122 @@ impl State {
         record: &StepRecord,
         now: OffsetDateTime,
     ) -> Result<ReportOutcome, StateError> {
+        self.report_then_claim(lease_id, worker_id, record, now, None)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Self::report_step`], then, if the record is accepted (now or before) and `next` is
+    /// given, [`Self::claim_step`] for the same worker, in the same transaction: one commit
+    /// (and, on SQLite, one hold of the write lock) for both. An error in either leaves
+    /// nothing changed.
+    pub async fn report_then_claim(
+        &self,
+        lease_id: &str,
+        worker_id: &str,
+        record: &StepRecord,
+        now: OffsetDateTime,
+        next: Option<NextLease<'_>>,
+    ) -> Result<(ReportOutcome, Option<Claimed>), StateError> {
         let json = serde_json::to_string(record).expect("a StepRecord always serialises");
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(self.locking(
+        let outcome = self
+            .report_in(&mut tx, lease_id, worker_id, record, &json, now)
+            .await?;
+        let claimed = match (&outcome, next) {
+            (ReportOutcome::Accepted { .. } | ReportOutcome::AlreadyAccepted, Some(next)) => {
+                self.claim_in(&mut tx, worker_id, next.lease_id, now, next.ttl)
+                    .await?
+            }
+            _ => None,
+        };
+        if matches!(outcome, ReportOutcome::Accepted { .. }) || claimed.is_some() {
+            tx.commit().await.map_err(query_err("commit report"))?;
+        }
+        Ok((outcome, claimed))
+    }
+
+    /// The report's part of [`Self::report_then_claim`]. The step's row is updated first,
+    /// with every condition of a current lease in its `WHERE`: when that matches, the report
+    /// is accepted without reading the row first; when not, the row is read to say why.
+    async fn report_in(
+        &self,
+        tx: &mut AnyConnection,
+        lease_id: &str,
+        worker_id: &str,
+        record: &StepRecord,
+        json: &str,
+        now: OffsetDateTime,
+    ) -> Result<ReportOutcome, StateError> {
+        let succeeded = record.exit.success();
+        let final_state = if succeeded {
+            StepState::Succeeded
+        } else {
+            StepState::Failed
+        };
+        let finished = sqlx::query(
+            "UPDATE steps SET state = $1, lease_deadline_ms = NULL
+             WHERE lease_id = $2 AND worker_id = $3 AND state = 'running'
+               AND lease_deadline_ms >= $4 AND run_id = $5 AND name = $6",
+        )
+        .bind(final_state.as_str())
+        .bind(lease_id)
+        .bind(worker_id)
+        .bind(millis(now))
+        .bind(&record.run_id)
+        .bind(&record.step)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("finish step"))?;
+        if finished.rows_affected() != 1 {
+            return self
+                .why_refused(tx, lease_id, worker_id, record, json, now)
+                .await;
+        }
+        let (run_id, step) = (&record.run_id, &record.step);
+        insert_record(tx, record, json).await?;
+        // The record's log blob is the log now; the live copy only cost space. In this
+        // transaction, which holds the write lock already, rather than in one of its own.
+        sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
+            .bind(lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("drop live log"))?;
+        super::step_log::append(
+            tx,
+            &crate::steplog::LogEntry::StepRecord {
+                run: run_id,
+                step,
+                worker: worker_id,
+                record_json: json,
+            },
+        )
+        .await?;
+        if !succeeded {
+            skip_downstream(tx, run_id, step).await?;
+        }
+        Ok(ReportOutcome::Accepted {
+            run_id: run_id.clone(),
+            succeeded,
+        })
+    }
+
+    /// Why a report's update matched no row: the lease is unknown, another worker's, expired,
+    /// already reported (the same record again is accepted as it was), or for another step.
+    async fn why_refused(
+        &self,
+        tx: &mut AnyConnection,
+        lease_id: &str,
+        worker_id: &str,
+        record: &StepRecord,
+        json: &str,
+        now: OffsetDateTime,
+    ) -> Result<ReportOutcome, StateError> {
+        let row = sqlx::query(
             "SELECT s.run_id, s.name, s.worker_id, s.state, s.lease_deadline_ms, r.record_json
              FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
              WHERE s.lease_id = $1",
-            "FOR UPDATE OF s",
-        ))
+        )
         .bind(lease_id)
         .fetch_optional(&mut *tx)
         .await
@@ -379,7 +502,7 @@ impl State {
             return Ok(ReportOutcome::NotCurrent);
         }
         if state != StepState::Running.as_str() {
-            return Ok(if stored.as_deref() == Some(json.as_str()) {
+            return Ok(if stored.as_deref() == Some(json) {
                 ReportOutcome::AlreadyAccepted
             } else {
                 ReportOutcome::NotCurrent
@@ -391,44 +514,9 @@ impl State {
         if record.run_id != run_id || record.step != step {
             return Ok(ReportOutcome::WrongStep { run_id, step });
         }
-        insert_record(&mut tx, record, &json).await?;
-        // The record's log blob is the log now; the live copy only cost space. In this
-        // transaction, which holds the write lock already, rather than in one of its own.
-        sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
-            .bind(lease_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("drop live log"))?;
-        super::step_log::append(
-            &mut tx,
-            &crate::steplog::LogEntry::StepRecord {
-                run: &run_id,
-                step: &step,
-                worker: worker_id,
-                record_json: &json,
-            },
-        )
-        .await?;
-        let succeeded = record.exit.success();
-        let final_state = if succeeded {
-            StepState::Succeeded
-        } else {
-            StepState::Failed
-        };
-        sqlx::query(
-            "UPDATE steps SET state = $1, lease_deadline_ms = NULL WHERE run_id = $2 AND name = $3",
-        )
-        .bind(final_state.as_str())
-        .bind(&run_id)
-        .bind(&step)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("finish step"))?;
-        if !succeeded {
-            skip_downstream(&mut tx, &run_id, &step).await?;
-        }
-        tx.commit().await.map_err(query_err("commit report"))?;
-        Ok(ReportOutcome::Accepted { run_id, succeeded })
+        // The update matched nothing, yet every condition holds: it cannot be, under the
+        // write lock (SQLite) or the row lock the update waited for (PostgreSQL).
+        Ok(ReportOutcome::NotCurrent)
     }
 
     /// Ends every lease whose deadline passed before `now`: the step goes back to pending, or
