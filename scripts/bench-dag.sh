@@ -100,7 +100,7 @@ cleanup() {
     done
     [[ -z "${cgroups_before[$parent]:-}" ]] && rmdir "$parent" 2>/dev/null
   done
-  rm -rf "$scratch"
+  [[ -n "${KEEP_SCRATCH:-}" ]] || rm -rf "$scratch"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -157,6 +157,12 @@ declare -A total
 lines() { wc -l <"$1"; }
 # CPU seconds (user + system, all threads) a process has used so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
+# CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq; /proc/stat):
+# kiln's sandboxes and steps are reaped by the kernel, so no process's counters hold them.
+# Then the context switches since boot (/proc/stat `ctxt`).
+machine_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { cpu = ($2 + $3 + $4 + $7 + $8) / hz } /^ctxt / { print cpu, $2 }' /proc/stat
+}
 cpu_now() { # "daemon workers" CPU seconds
   echo "$(cpu_secs "${pgids[0]}") $(echo "$(cpu_secs "${pgids[1]}") + $(cpu_secs "${pgids[2]}")" | bc)"
 }
@@ -164,11 +170,15 @@ run_kiln() { # SHAPE REP
   local shape=$1 rep=$2 t0 t1 off1 off2
   off1=$(lines "$scratch/worker-1.log") off2=$(lines "$scratch/worker-2.log")
   read -r d0 w0 < <(cpu_now)
+  read -r m0 x0 < <(machine_cpu)
   t0=$(now)
   fg "$kiln" submit "$scratch/$shape/pipeline-0.yaml" --wait --json >"$scratch/$shape.json" 2>"$scratch/$shape.err" ||
     { tail -5 "$scratch/$shape.err" >&2; echo "bench-dag: kiln run failed" >&2; exit 1; }
   t1=$(now)
+  read -r m1 x1 < <(machine_cpu)
   read -r d1 w1 < <(cpu_now)
+  total[mcpu-kiln-$shape]+=" $(echo "($m1 - $m0) * 1000 / $N" | bc -l)"
+  total[ctxt-kiln-$shape]+=" $(echo "($x1 - $x0) / $N" | bc -l)"
   total[dcpu-$shape]+=" $(echo "($d1 - $d0) * 1000 / $N" | bc -l)"
   total[wcpu-$shape]+=" $(echo "($w1 - $w0) * 1000 / $N" | bc -l)"
   grep -q '"state": *"succeeded"' "$scratch/$shape.json" || { echo "bench-dag: run did not succeed" >&2; exit 1; }
@@ -187,9 +197,13 @@ run_kiln() { # SHAPE REP
 run_ninja() { # SHAPE REP
   local shape=$1 rep=$2 t0 t1
   rm -f "$scratch/$shape/.ninja_log"
+  read -r m0 x0 < <(machine_cpu)
   t0=$(now)
   fg ninja -C "$scratch/$shape" -j "$J" >"$scratch/ninja.out" || { tail -5 "$scratch/ninja.out" >&2; exit 1; }
   t1=$(now)
+  read -r m1 x1 < <(machine_cpu)
+  total[mcpu-ninja-$shape]+=" $(echo "($m1 - $m0) * 1000 / $N" | bc -l)"
+  total[ctxt-ninja-$shape]+=" $(echo "($x1 - $x0) / $N" | bc -l)"
   total[ninja-$shape]+=" $(echo "$t1 - $t0" | bc)"
   # This rep's kiln run ran just before: the pair saw the same load.
   total[pair-$shape]+=" $(echo "${total[kiln-$shape]##* } / ($t1 - $t0)" | bc -l)"
@@ -233,6 +247,17 @@ for shape in flat chain; do
   printf '  %-5s CPU per step: daemon %.2f ms, the two workers %.2f ms (their own threads; not the\n' \
     "$shape" "$(py median ${total[dcpu-$shape]})" "$(py median ${total[wcpu-$shape]})"
   echo "        sandbox launchers or the steps' processes)"
+done
+for shape in flat chain; do
+  # shellcheck disable=SC2086
+  k=$(py median ${total[mcpu-kiln-$shape]})
+  # shellcheck disable=SC2086
+  n=$(py median ${total[mcpu-ninja-$shape]})
+  printf '  %-5s CPU per step, whole machine (/proc/stat): kiln %.2f ms, ninja+bwrap %.2f ms, ratio %.2f\n' \
+    "$shape" "$k" "$n" "$(echo "$k / $n" | bc -l)"
+  # shellcheck disable=SC2086
+  printf '        context switches per step, whole machine: kiln %.0f, ninja+bwrap %.0f\n' \
+    "$(py median ${total[ctxt-kiln-$shape]})" "$(py median ${total[ctxt-ninja-$shape]})"
 done
 for shape in flat chain; do
   echo "kiln $shape, per lease (worker clocks; run_step = stage + sandbox + collect + store log):"
