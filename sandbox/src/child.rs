@@ -13,7 +13,7 @@ use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{
-    ForkResult, Gid, Pid, Uid, chdir, execve, pivot_root, read, setgroups, setresgid, setresuid,
+    Gid, Pid, Uid, chdir, execve, pivot_root, read, setgroups, setresgid, setresuid,
 };
 
 use crate::error::SetupError;
@@ -55,18 +55,27 @@ pub(crate) fn pid1(spec: &SandboxSpec, network: Network, pipes: Pid1Pipes) -> ! 
     if let Err(source) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         fail(&errors, &SetupError::UnshareCgroup(source));
     }
-    match sys::fork() {
-        Ok(ForkResult::Child) => {
+    // The step shares this process's memory until its `execve` (see `sys::spawn_sharing_memory`).
+    let mut stack = vec![0u8; STEP_SETUP_STACK];
+    let spawned = sys::spawn_sharing_memory(
+        &mut stack,
+        Box::new(|| {
             let err = exec_step(spec);
             fail(&errors, &err)
-        }
-        Ok(ForkResult::Parent { child }) => {
+        }),
+    );
+    match spawned {
+        Ok(child) => {
             drop(errors);
             reap(child, &status)
         }
         Err(source) => fail(&errors, &SetupError::Fork(source)),
     }
 }
+
+/// The stack the step sets itself up on before its `execve`: dropping privileges, the seccomp
+/// filter, or serialising a setup error need a few KiB; pages never touched cost nothing.
+const STEP_SETUP_STACK: usize = 256 * 1024;
 
 /// Finishes the sandbox: `/proc`, root, hostname, loopback (in a fresh network namespace; a
 /// pre-made one has it up already). Needs the capabilities a new user namespace grants, not

@@ -1,5 +1,6 @@
 //! The only module allowed `unsafe`: thin wrappers over the syscalls that nix does not cover
-//! safely (`clone3`, `fork`, `close_range`, `capset`, interface ioctls, signal dispositions).
+//! safely (`clone3`, `fork`, `clone` sharing memory, `close_range`, `capset`, interface ioctls,
+//! signal dispositions).
 //! Each wrapper is one small `unsafe` block with the reason it holds.
 #![allow(unsafe_code)]
 
@@ -84,10 +85,36 @@ pub(crate) fn clone_into_namespaces(
 
 /// `fork(2)`. Must only be called while the process is single-threaded.
 pub(crate) fn fork() -> Result<ForkResult, Errno> {
-    // SAFETY: callers run in the sandbox's pid 1, a single-threaded process (a clone of the
-    // single-threaded helper), so the child may run arbitrary code, allocation included.
+    // SAFETY: callers are the launcher, its standbys and their cloners, all single-threaded
+    // (checked in `helper::sanitise`, and forking keeps it so), so the child may run arbitrary
+    // code, allocation included: no lock is held by a thread that does not exist in it.
     unsafe { nix::unistd::fork() }
 }
+
+/// Runs `child` in a new process that shares the caller's memory until it execs or exits,
+/// as `posix_spawn` does (`clone(CLONE_VM | CLONE_VFORK)`, exit signal `SIGCHLD`), on `stack`.
+/// The caller is suspended until then. No page table is copied and none torn down at the
+/// exec: a fork of this (large) binary cost more than the step's whole `execve`.
+///
+/// `child` must end in `execve` or [`exit_now`] and must not touch `stack` itself. Must only
+/// be called while the process is single-threaded.
+pub(crate) fn spawn_sharing_memory(
+    stack: &mut [u8],
+    child: Box<dyn FnMut() -> isize + '_>,
+) -> Result<Pid, Errno> {
+    let flags = CloneFlags::CLONE_VM | CLONE_VFORK;
+    // SAFETY: the child runs on `stack`, which the caller keeps alive and does not use, and
+    // while it runs the caller is suspended (CLONE_VFORK): no two tasks ever run in the shared
+    // address space at once, so the child may use the heap, and the thread-local state it
+    // shares with the caller, as the caller would; the process is single-threaded, so no lock
+    // is held by another thread. Its descriptor table, signal handlers, credentials, rlimits
+    // and seccomp filter are its own (no CLONE_FILES, CLONE_SIGHAND, CLONE_THREAD). It never
+    // returns into the caller's frames: it execs or exits.
+    unsafe { nix::sched::clone(child, stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// `CLONE_VFORK`, which nix's `CloneFlags` leaves out.
+const CLONE_VFORK: CloneFlags = CloneFlags::from_bits_retain(libc::CLONE_VFORK);
 
 /// Closes every descriptor from 3 upwards except `keep` (the cloner's socket).
 pub(crate) fn close_all_above_2_but(keep: std::os::fd::RawFd) -> Result<(), Errno> {
