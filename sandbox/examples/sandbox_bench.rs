@@ -158,13 +158,24 @@ fn main() -> anyhow::Result<()> {
     }
     let mut kiln: [Vec<[Duration; 3]>; 2] = [Vec::new(), Vec::new()];
     let (mut bwrap, mut bwrap_full) = (Vec::new(), Vec::new());
+    // Machine-wide busy CPU while each variant ran: kiln's sandbox processes are reaped by
+    // the kernel, so no rusage holds them. Summed over many short runs, the clock ticks add
+    // up to the CPU each variant used (plus whatever else ran then).
+    let mut cpu = [Duration::ZERO; 4];
     for _ in 0..args.runs {
-        for (samples, how) in kiln.iter_mut().zip(&kilns) {
+        for ((samples, how), cpu) in kiln.iter_mut().zip(&kilns).zip(&mut cpu) {
+            let before = machine_cpu()?;
             samples.push(kiln_once(how, &spec)?);
+            *cpu += machine_cpu()?.saturating_sub(before);
         }
+        let before = machine_cpu()?;
         bwrap.push(bwrap_once(&args, &[])?);
+        cpu[2] += machine_cpu()?.saturating_sub(before);
+        let before = machine_cpu()?;
         bwrap_full.push(bwrap_once(&args, &like_kiln)?);
+        cpu[3] += machine_cpu()?.saturating_sub(before);
     }
+    let cpu_per_run = cpu.map(|c| c / args.runs as u32);
     let (b, full) = (median(bwrap), median(bwrap_full));
     println!(
         "helper {} {}",
@@ -201,7 +212,31 @@ fn main() -> anyhow::Result<()> {
     for (name, ratio, ratio_full) in ratios {
         println!("ratio kiln/bwrap {ratio:.2}   kiln/bwrap+ {ratio_full:.2}   {name}");
     }
+    let [launcher_cpu, one_shot_cpu, bwrap_cpu, bwrap_full_cpu] = cpu_per_run;
+    println!(
+        "CPU per run, whole machine: kiln (launcher) {:.2} ms, kiln (one-shot) {:.2} ms, \
+         bwrap {:.2} ms, bwrap+ {:.2} ms; kiln (launcher)/bwrap {:.2}",
+        ms(launcher_cpu),
+        ms(one_shot_cpu),
+        ms(bwrap_cpu),
+        ms(bwrap_full_cpu),
+        launcher_cpu.as_secs_f64() / bwrap_cpu.as_secs_f64()
+    );
     Ok(())
+}
+
+/// Busy CPU time of the whole machine since boot (user, nice, system, irq, softirq), from
+/// `/proc/stat`, in clock ticks of 10 ms.
+fn machine_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    Ok(Duration::from_millis(busy * 10))
 }
 
 /// Prints one kiln variant's medians; returns its median total.
