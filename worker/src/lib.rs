@@ -39,8 +39,12 @@ pub const STEP_ID: u32 = 1000;
 /// How a worker runs steps on this machine.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// Where per-step staging directories live; wiped per step.
+    /// Where per-step staging directories (each holds the step's `/out` mount point) live, on
+    /// a small tmpfs the worker mounts there while it runs.
     pub work_root: PathBuf,
+    /// Where running steps' logs are written until they are stored: on disk, since a log may
+    /// be large.
+    pub log_root: PathBuf,
     /// How to start the sandbox helper process (the worker keeps one running as its launcher).
     pub helper: HelperCommand,
     /// Unprivileged host ids; each running step's uid 1000 maps to one of its own.
@@ -59,11 +63,12 @@ impl WorkerConfig {
     /// Most bytes a step may leave in `/out` unless configured otherwise.
     pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
-    /// A worker under `data_dir` (`work/` for staging) with the default scratch, output and
-    /// resource limits, starting its sandbox with `helper`.
+    /// A worker under `data_dir` (`work/` for staging, `logs/` for running steps' logs) with
+    /// the default scratch, output and resource limits, starting its sandbox with `helper`.
     pub fn with_defaults(data_dir: &Path, helper: HelperCommand, host_ids: IdRange) -> Self {
         Self {
             work_root: data_dir.join("work"),
+            log_root: data_dir.join("logs"),
             helper,
             host_ids,
             scratch_bytes: Self::DEFAULT_SCRATCH_BYTES,
@@ -107,6 +112,9 @@ struct Inner {
     launcher: Mutex<Option<Arc<Launcher>>>,
     /// Removes finished steps' staging directories and logs, off the steps' critical path.
     cleaner: Cleaner,
+    /// The tmpfs at `config.work_root`, if it could be mounted. Declared after the cleaner,
+    /// so it is unmounted once the cleaner has removed everything queued.
+    _staging: Option<out_fs::StagingFs>,
 }
 
 /// Removes finished steps' staging directories and logs on a thread of its own. The step's
@@ -184,6 +192,17 @@ impl Worker {
     pub fn new(config: WorkerConfig, store: BlobStore) -> Self {
         let slots = SlotPool::new(config.host_ids);
         out_fs::sweep_stale_mounts(&config.work_root);
+        let staging = match out_fs::StagingFs::mount(&config.work_root) {
+            Ok(staging) => Some(staging),
+            Err(err) => {
+                tracing::warn!(path = %config.work_root.display(), %err,
+                    "cannot mount the staging tmpfs; staging on disk");
+                None
+            }
+        };
+        if let Err(err) = fs::create_dir_all(&config.log_root) {
+            tracing::warn!(path = %config.log_root.display(), %err, "cannot make the log directory");
+        }
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -191,6 +210,7 @@ impl Worker {
                 slots,
                 launcher: Mutex::new(None),
                 cleaner: Cleaner::start(),
+                _staging: staging,
             }),
         }
     }
@@ -245,12 +265,10 @@ impl Inner {
         let started_on = OffsetDateTime::now_utc();
         // Named by slot too: a step handed out again (its first lease expired while it still
         // ran here) must not share the first attempt's directory.
-        let dir = self
-            .config
-            .work_root
-            .join(&spec.run_id)
-            .join(format!("{}@{}", spec.step, slot.host_id));
-        let log_path = dir.with_extension("log");
+        // Flat, so that nothing is left once the cleaner removed the step's own entries.
+        let name = format!("{}.{}@{}", spec.run_id, spec.step, slot.host_id);
+        let dir = self.config.work_root.join(&name);
+        let log_path = self.config.log_root.join(format!("{name}.log"));
         let executed = self
             .execute(&spec, &slot, &dir, &log_path, tap)
             .unwrap_or_else(|err| {

@@ -44,8 +44,47 @@ impl Drop for OutFs {
     }
 }
 
-/// Detaches every mount left under `work_root` by a worker that died mid-step, so the staging
-/// directories can be removed.
+/// The tmpfs a worker stages steps in: each step's directory, which holds nothing but its
+/// `/out` mount point, is made and removed there instead of on the host's disk. On a busy ext4
+/// two directories made and removed per step cost a visible share of a worker's CPU (inode
+/// allocation scans the recently deleted inodes of its group). Detached on drop.
+#[derive(Debug)]
+pub(crate) struct StagingFs {
+    path: PathBuf,
+}
+
+impl StagingFs {
+    /// Most bytes of the staging tmpfs: directories only, which take none.
+    const BYTES: u64 = 1 << 20;
+
+    /// Mounts the staging tmpfs at `path` (made if missing), root-owned, mode 0755.
+    pub(crate) fn mount(path: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let options = format!("size={},mode=0755", Self::BYTES);
+        mount(
+            Some("kiln-staging"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options.as_str()),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for StagingFs {
+    fn drop(&mut self) {
+        if let Err(err) = umount2(&self.path, MntFlags::MNT_DETACH) {
+            tracing::error!(path = %self.path.display(), %err, "cannot unmount the staging tmpfs");
+        }
+    }
+}
+
+/// Detaches every mount left at or under `work_root` by a worker that died (its staging tmpfs,
+/// and the `/out` of steps it was running), so the staging directories can be removed.
 pub(crate) fn sweep_stale_mounts(work_root: &Path) {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;

@@ -126,9 +126,9 @@ impl Env {
 }
 
 impl Drop for Env {
-    /// A worker killed with SIGKILL mid-step leaves its step's `/out` tmpfs mounted (a restarted
-    /// worker would sweep it; a test's never restarts): detach every mount under this env so the
-    /// machine is left as it was and the temp dir can be removed.
+    /// A worker killed with SIGKILL leaves its staging tmpfs and its steps' `/out` tmpfs
+    /// mounted (a restarted worker would sweep them; a test's never restarts): detach every
+    /// mount under this env so the machine is left as it was and the temp dir can be removed.
     fn drop(&mut self) {
         detach_mounts_under(self.dir.path());
     }
