@@ -253,8 +253,8 @@ impl State {
         Ok(claimed)
     }
 
-    /// [`Self::claim_step`] inside `tx`: one `UPDATE … RETURNING` picks and leases the step,
-    /// then the records it needs are read.
+    /// [`Self::claim_step`] inside `tx`: one `UPDATE … RETURNING` picks and leases the step
+    /// and says whether it needs any, then the records of those it needs are read.
     async fn claim_in(
         &self,
         tx: &mut AnyConnection,
@@ -274,7 +274,8 @@ impl State {
             "UPDATE steps SET state = 'running', lease_id = $2, worker_id = $1, lease_deadline_ms = $3,
                               attempts = attempts + 1, reason = NULL
              WHERE (run_id, name) = ({ready}) AND state = 'pending'
-             RETURNING run_id, name"
+             RETURNING run_id, name, (SELECT count(*) FROM step_needs n
+                                      WHERE n.run_id = steps.run_id AND n.step = steps.name)"
         ));
         let row = sqlx::query(sql)
             .bind(worker_id)
@@ -288,6 +289,13 @@ impl State {
         };
         let run_id: String = row.get(0);
         let step: String = row.get(1);
+        if row.get::<i64, _>(2) == 0 {
+            return Ok(Some(Claimed {
+                run_id,
+                step,
+                needs: BTreeMap::new(),
+            }));
+        }
         let rows = sqlx::query(
             "SELECT r.step, r.record_json FROM step_records r
              JOIN step_needs n ON n.run_id = r.run_id AND n.need = r.step
@@ -422,10 +430,13 @@ impl State {
         } else {
             StepState::Failed
         };
+        // Returns how many live log chunks the lease has: most steps end before their log is
+        // streamed, and then there is nothing to drop.
         let finished = sqlx::query(
             "UPDATE steps SET state = $1, lease_deadline_ms = NULL
              WHERE lease_id = $2 AND worker_id = $3 AND state = 'running'
-               AND lease_deadline_ms >= $4 AND run_id = $5 AND name = $6",
+               AND lease_deadline_ms >= $4 AND run_id = $5 AND name = $6
+             RETURNING (SELECT count(*) FROM live_logs WHERE lease_id = $2)",
         )
         .bind(final_state.as_str())
         .bind(lease_id)
@@ -433,23 +444,25 @@ impl State {
         .bind(millis(now))
         .bind(&record.run_id)
         .bind(&record.step)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(query_err("finish step"))?;
-        if finished.rows_affected() != 1 {
+        let Some(finished) = finished else {
             return self
                 .why_refused(tx, lease_id, worker_id, record, json, now)
                 .await;
-        }
+        };
         let (run_id, step) = (&record.run_id, &record.step);
         insert_record(tx, record, json).await?;
         // The record's log blob is the log now; the live copy only cost space. In this
         // transaction, which holds the write lock already, rather than in one of its own.
-        sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
-            .bind(lease_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("drop live log"))?;
+        if finished.get::<i64, _>(0) > 0 {
+            sqlx::query("DELETE FROM live_logs WHERE lease_id = $1")
+                .bind(lease_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("drop live log"))?;
+        }
         super::step_log::append(
             tx,
             &crate::steplog::LogEntry::StepRecord {
