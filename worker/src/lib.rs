@@ -10,11 +10,11 @@ mod out_fs;
 pub mod remote;
 mod slots;
 pub mod stage;
+mod step_log;
 
 pub use slots::IdRange;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -31,6 +31,7 @@ use kiln_sandbox::{
 };
 use out_fs::OutFs;
 use slots::{Slot, SlotPool};
+use step_log::StepLog;
 use time::OffsetDateTime;
 
 /// The uid and gid a step runs as inside its sandbox.
@@ -42,9 +43,6 @@ pub struct WorkerConfig {
     /// Where per-step staging directories (each holds the step's `/out` mount point) live, on
     /// a small tmpfs the worker mounts there while it runs.
     pub work_root: PathBuf,
-    /// Where running steps' logs are written until they are stored: on disk, since a log may
-    /// be large.
-    pub log_root: PathBuf,
     /// How to start the sandbox helper process (the worker keeps one running as its launcher).
     pub helper: HelperCommand,
     /// Unprivileged host ids; each running step's uid 1000 maps to one of its own.
@@ -63,12 +61,11 @@ impl WorkerConfig {
     /// Most bytes a step may leave in `/out` unless configured otherwise.
     pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
-    /// A worker under `data_dir` (`work/` for staging, `logs/` for running steps' logs) with
-    /// the default scratch, output and resource limits, starting its sandbox with `helper`.
+    /// A worker under `data_dir` (`work/` for staging) with the default scratch, output and
+    /// resource limits, starting its sandbox with `helper`.
     pub fn with_defaults(data_dir: &Path, helper: HelperCommand, host_ids: IdRange) -> Self {
         Self {
             work_root: data_dir.join("work"),
-            log_root: data_dir.join("logs"),
             helper,
             host_ids,
             scratch_bytes: Self::DEFAULT_SCRATCH_BYTES,
@@ -95,6 +92,8 @@ enum StepError {
     },
     #[error("sandbox")]
     Sandbox(#[from] kiln_sandbox::SandboxError),
+    #[error("cannot make the step's log")]
+    Log(#[source] std::io::Error),
 }
 
 /// A worker: cheap to clone, shared by concurrently running steps.
@@ -110,17 +109,17 @@ struct Inner {
     slots: SlotPool,
     /// Builds every step's sandbox; started on first use, and again after it died.
     launcher: Mutex<Option<Arc<Launcher>>>,
-    /// Removes finished steps' staging directories and logs, off the steps' critical path.
+    /// Removes finished steps' staging directories, off the steps' critical path.
     cleaner: Cleaner,
     /// The tmpfs at `config.work_root`, if it could be mounted. Declared after the cleaner,
     /// so it is unmounted once the cleaner has removed everything queued.
     _staging: Option<out_fs::StagingFs>,
 }
 
-/// Removes finished steps' staging directories and logs on a thread of its own. The step's
-/// record does not need them gone, and removing them is slow where it touches a journal: on
-/// this VM's ext4 (mounted `discard`), with other builds writing, each `rmdir` waited for the
-/// journal's commit, 6 ms median per step (p90 15 ms) on the report's critical path. Dropping
+/// Removes finished steps' staging directories on a thread of its own. The step's record does
+/// not need them gone, and where the staging tmpfs could not be mounted removing them is slow:
+/// on this VM's ext4 (mounted `discard`), with other builds writing, each `rmdir` took
+/// 6 ms median per step (p90 15 ms) on the report's critical path. Dropping
 /// it waits until everything queued is removed, so a worker that exits leaves nothing behind.
 #[derive(Debug)]
 struct Cleaner {
@@ -200,9 +199,6 @@ impl Worker {
                 None
             }
         };
-        if let Err(err) = fs::create_dir_all(&config.log_root) {
-            tracing::warn!(path = %config.log_root.display(), %err, "cannot make the log directory");
-        }
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -264,13 +260,16 @@ impl Inner {
         let slot = self.slots.acquire();
         let started_on = OffsetDateTime::now_utc();
         // Named by slot too: a step handed out again (its first lease expired while it still
-        // ran here) must not share the first attempt's directory.
-        // Flat, so that nothing is left once the cleaner removed the step's own entries.
-        let name = format!("{}.{}@{}", spec.run_id, spec.step, slot.host_id);
-        let dir = self.config.work_root.join(&name);
-        let log_path = self.config.log_root.join(format!("{name}.log"));
-        let executed = self
-            .execute(&spec, &slot, &dir, &log_path, tap)
+        // ran here) must not share the first attempt's directory. Flat, so that nothing is
+        // left per run once the cleaner removed it.
+        let dir = self
+            .config
+            .work_root
+            .join(format!("{}.{}@{}", spec.run_id, spec.step, slot.host_id));
+        let mut log = None;
+        let executed = StepLog::new()
+            .map_err(StepError::Log)
+            .and_then(|made| self.execute(&spec, &slot, &dir, log.insert(made), tap))
             .unwrap_or_else(|err| {
                 let reason = error_chain(&err);
                 tracing::warn!(step = %spec.step, %reason, "step could not be run");
@@ -284,13 +283,14 @@ impl Inner {
                 }
             });
         let executed_at = Instant::now();
-        if let ExitRecord::Failed { reason } | ExitRecord::Killed { reason } = &executed.exit {
-            append_line(&log_path, &format!("kiln: step failed: {reason}"));
+        if let (ExitRecord::Failed { reason } | ExitRecord::Killed { reason }, Some(log)) =
+            (&executed.exit, &log)
+        {
+            log.append_line(&format!("kiln: step failed: {reason}"));
         }
-        let log = self.store_log(&log_path);
+        let log = self.store_log(log.as_ref());
         let logged_at = Instant::now();
         self.cleaner.remove(dir);
-        self.cleaner.remove(log_path);
         if let Some(p) = &executed.phases {
             tracing::debug!(step = %spec.step, run = %spec.run_id, sandbox_us = p.sandbox_us,
                 setup_us = p.setup_us, command_us = p.command_us, collect_us = p.collect_us,
@@ -385,13 +385,12 @@ impl Inner {
         spec: &StepSpec,
         slot: &Slot<'_>,
         dir: &Path,
-        log_path: &Path,
+        log: &StepLog,
         tap: Option<LogTap>,
     ) -> Result<Executed, StepError> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(prepare(dir))?;
-        let log = fs::File::create(log_path).map_err(prepare(log_path))?;
-        if let (Some(tap), Ok(reader)) = (tap, fs::File::open(log_path)) {
+        if let (Some(tap), Ok(reader)) = (tap, log.reader()) {
             let _ = tap.send(reader);
         }
         let rootfs = self
@@ -410,7 +409,7 @@ impl Inner {
             self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
         tracing::info!(step = %spec.step, run = %spec.run_id, host_uid = slot.host_id, "step started");
         let sandbox_started = Instant::now();
-        let report = self.run_sandbox(&sandbox_spec, log)?;
+        let report = self.run_sandbox(&sandbox_spec, log.writer().map_err(StepError::Log)?)?;
         let sandbox_us = sandbox_started.elapsed().as_micros();
         let exit = exit_record(&report, spec.timeout_secs);
         let collected = if exit.success() {
@@ -489,9 +488,10 @@ impl Inner {
         }
     }
 
-    fn store_log(&self, log_path: &Path) -> LogRecord {
-        let stored = fs::File::open(log_path)
-            .map_err(|e| e.to_string())
+    fn store_log(&self, log: Option<&StepLog>) -> LogRecord {
+        let stored = log
+            .ok_or_else(|| "no log was made".to_owned())
+            .and_then(|log| log.reader().map_err(|e| e.to_string()))
             .and_then(|f| self.store.put_reader(f).map_err(|e| error_chain(&e)));
         match stored {
             Ok(s) => LogRecord {
@@ -541,11 +541,5 @@ fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
     move |source| StepError::Prepare {
         path: path.to_owned(),
         source,
-    }
-}
-
-fn append_line(path: &Path, line: &str) {
-    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{line}");
     }
 }
