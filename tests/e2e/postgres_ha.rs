@@ -20,6 +20,8 @@ use kiln_core::api::v1;
 use kiln_daemon::state::Backend;
 use kiln_daemon::state::testing::{TestDatabase, postgres_enabled};
 
+mod common;
+
 const STEPS: usize = 120;
 const WORKERS_PER_DAEMON: usize = 4;
 
@@ -46,6 +48,16 @@ fn kiln_ok(data: &Path, database: &str, args: &[&str]) -> String {
     );
     assert!(out.status.success(), "kiln {args:?}: {text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Detaches every mount left under a directory when dropped: a worker killed with SIGKILL
+/// leaves its staging tmpfs mounted. Declared before the processes, so it runs after them.
+struct DetachMounts<'a>(&'a Path);
+
+impl Drop for DetachMounts<'_> {
+    fn drop(&mut self) {
+        common::detach_mounts_under(self.0);
+    }
 }
 
 /// A child process whose process group is killed on drop.
@@ -269,6 +281,7 @@ async fn a_run_completes_across_two_daemons_on_one_database() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let _detach = DetachMounts(dir.path());
     let data = dir.path().join("data");
     let db = TestDatabase::new(Backend::Postgres, &dir.path().join("unused.sqlite")).await;
     let kiln_daemon::state::Database::Postgres(url) = db.database().clone() else {
