@@ -29,7 +29,7 @@ use kiln_sandbox::{
     HelperCommand, IdMap, Launcher, LimitEvent, Limits, Outcome, RunReport, SandboxError,
     SandboxSpec,
 };
-use out_fs::OutFs;
+use out_fs::Tmpfs;
 use slots::{Slot, SlotPool};
 use step_log::StepLog;
 use time::OffsetDateTime;
@@ -113,7 +113,7 @@ struct Inner {
     cleaner: Cleaner,
     /// The tmpfs at `config.work_root`, if it could be mounted. Declared after the cleaner,
     /// so it is unmounted once the cleaner has removed everything queued.
-    _staging: Option<out_fs::StagingFs>,
+    _staging: Option<Tmpfs>,
 }
 
 /// Removes finished steps' staging directories on a thread of its own. The step's record does
@@ -191,7 +191,7 @@ impl Worker {
     pub fn new(config: WorkerConfig, store: BlobStore) -> Self {
         let slots = SlotPool::new(config.host_ids);
         out_fs::sweep_stale_mounts(&config.work_root);
-        let staging = match out_fs::StagingFs::mount(&config.work_root) {
+        let staging = match Tmpfs::staging(&config.work_root) {
             Ok(staging) => Some(staging),
             Err(err) => {
                 tracing::warn!(path = %config.work_root.display(), %err,
@@ -401,7 +401,7 @@ impl Inner {
         let out_dir = dir.join("out");
         fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
         // Unmounted when this function returns, after the outputs are collected.
-        let _out_fs = OutFs::mount(&out_dir, self.config.max_output_bytes, slot.host_id)
+        let _out_fs = Tmpfs::out(&out_dir, self.config.max_output_bytes, slot.host_id)
             .map_err(prepare(&out_dir))?;
         let sandbox_spec = self.sandbox_spec(spec, slot.host_id, rootfs, inputs, out_dir.clone());
         let description = kiln_sandbox::describe(&sandbox_spec);

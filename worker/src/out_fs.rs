@@ -1,5 +1,6 @@
-//! The step's `/out`: a tmpfs capped at the worker's output limit, mounted on the host at the
-//! step's staging directory for the duration of the step.
+//! The worker's tmpfs mounts. The step's `/out`: a tmpfs capped at the worker's output limit,
+//! mounted on the host at the step's staging directory for the duration of the step. And the
+//! staging tmpfs those directories live on, mounted while the worker runs.
 //!
 //! A plain directory would let a step fill the host's disk until its timeout, because the
 //! output cap can only be checked once the step has ended. A `size=`-capped tmpfs makes the
@@ -11,74 +12,49 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-/// A mounted `/out`; unmounted (lazily) on drop, so no mount outlives its step.
+/// A tmpfs the worker mounted: a step's `/out`, or its staging tmpfs. Detached on drop, so no
+/// `/out` outlives its step.
 #[derive(Debug)]
-pub(crate) struct OutFs {
+pub(crate) struct Tmpfs {
     path: PathBuf,
 }
 
-impl OutFs {
-    /// Mounts a tmpfs of `max_bytes` at `path` (an existing empty directory), owned by `host_id`
-    /// with mode 0700.
-    pub(crate) fn mount(path: &Path, max_bytes: u64, host_id: u32) -> io::Result<Self> {
-        let options = format!("size={max_bytes},mode=0700,uid={host_id},gid={host_id}");
-        mount(
-            Some("kiln-out"),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(options.as_str()),
-        )
-        .map_err(io::Error::from)?;
-        Ok(Self {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for OutFs {
-    fn drop(&mut self) {
-        if let Err(err) = umount2(&self.path, MntFlags::MNT_DETACH) {
-            tracing::error!(path = %self.path.display(), %err, "cannot unmount a step's /out");
-        }
-    }
-}
-
-/// The tmpfs a worker stages steps in: each step's directory, which holds nothing but its
-/// `/out` mount point, is made and removed there instead of on the host's disk. On a busy ext4
-/// two directories made and removed per step cost a visible share of a worker's CPU (inode
-/// allocation scans the recently deleted inodes of its group). Detached on drop.
-#[derive(Debug)]
-pub(crate) struct StagingFs {
-    path: PathBuf,
-}
-
-impl StagingFs {
+impl Tmpfs {
     /// Most bytes of the staging tmpfs: directories only, which take none.
-    const BYTES: u64 = 1 << 20;
+    const STAGING_BYTES: u64 = 1 << 20;
 
-    /// Mounts the staging tmpfs at `path` (made if missing), root-owned, mode 0755.
-    pub(crate) fn mount(path: &Path) -> io::Result<Self> {
+    /// A step's `/out`: a tmpfs of `max_bytes` at `path` (an existing empty directory), owned
+    /// by `host_id` with mode 0700.
+    pub(crate) fn out(path: &Path, max_bytes: u64, host_id: u32) -> io::Result<Self> {
+        let options = format!("size={max_bytes},mode=0700,uid={host_id},gid={host_id}");
+        Self::mount("kiln-out", path, MsFlags::empty(), &options)
+    }
+
+    /// The tmpfs a worker stages steps in, at `path` (made if missing), root-owned, mode 0755:
+    /// each step's directory, which holds nothing but its `/out` mount point, is made and
+    /// removed there instead of on the host's disk. On this VM's ext4 (no journal) making and
+    /// removing two directories per step cost a visible share of a worker's CPU: inode
+    /// allocation skips the group's recently deleted inodes one by one.
+    pub(crate) fn staging(path: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        let options = format!("size={},mode=0755", Self::BYTES);
-        mount(
-            Some("kiln-staging"),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(options.as_str()),
-        )
-        .map_err(io::Error::from)?;
+        let options = format!("size={},mode=0755", Self::STAGING_BYTES);
+        Self::mount("kiln-staging", path, MsFlags::MS_NOEXEC, &options)
+    }
+
+    /// Mounts a `nosuid,nodev` tmpfs named `source` (as `/proc/self/mountinfo` shows it).
+    fn mount(source: &str, path: &Path, flags: MsFlags, options: &str) -> io::Result<Self> {
+        let flags = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(Some(source), path, Some("tmpfs"), flags, Some(options)).map_err(io::Error::from)?;
         Ok(Self {
             path: path.to_owned(),
         })
     }
 }
 
-impl Drop for StagingFs {
+impl Drop for Tmpfs {
     fn drop(&mut self) {
         if let Err(err) = umount2(&self.path, MntFlags::MNT_DETACH) {
-            tracing::error!(path = %self.path.display(), %err, "cannot unmount the staging tmpfs");
+            tracing::error!(path = %self.path.display(), %err, "cannot unmount a worker's tmpfs");
         }
     }
 }
