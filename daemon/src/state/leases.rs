@@ -45,6 +45,17 @@ pub struct Claimed {
     pub needs: BTreeMap<String, StepRecord>,
 }
 
+/// A report as [`State::report_then_claim`] stores it: the lease it is for, who sends it, the
+/// record and its JSON, and the time it is judged at.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    lease_id: &'a str,
+    worker_id: &'a str,
+    record: &'a StepRecord,
+    json: &'a str,
+    now: OffsetDateTime,
+}
+
 /// The lease a report asks for next ([`State::report_then_claim`]).
 #[derive(Clone, Copy, Debug)]
 pub struct NextLease<'a> {
@@ -395,10 +406,15 @@ impl State {
         next: Option<NextLease<'_>>,
     ) -> Result<(ReportOutcome, Option<Claimed>), StateError> {
         let json = serde_json::to_string(record).expect("a StepRecord always serialises");
+        let report = Report {
+            lease_id,
+            worker_id,
+            record,
+            json: &json,
+            now,
+        };
         let mut tx = self.begin_write().await?;
-        let outcome = self
-            .report_in(&mut tx, lease_id, worker_id, record, &json, now)
-            .await?;
+        let outcome = self.report_in(&mut tx, &report).await?;
         let claimed = match (&outcome, next) {
             (ReportOutcome::Accepted { .. } | ReportOutcome::AlreadyAccepted, Some(next)) => {
                 self.claim_in(&mut tx, worker_id, next.lease_id, now, next.ttl)
@@ -418,12 +434,15 @@ impl State {
     async fn report_in(
         &self,
         tx: &mut AnyConnection,
-        lease_id: &str,
-        worker_id: &str,
-        record: &StepRecord,
-        json: &str,
-        now: OffsetDateTime,
+        report: &Report<'_>,
     ) -> Result<ReportOutcome, StateError> {
+        let Report {
+            lease_id,
+            worker_id,
+            record,
+            json,
+            now,
+        } = *report;
         let succeeded = record.exit.success();
         let final_state = if succeeded {
             StepState::Succeeded
@@ -448,9 +467,7 @@ impl State {
         .await
         .map_err(query_err("finish step"))?;
         let Some(finished) = finished else {
-            return self
-                .why_refused(tx, lease_id, worker_id, record, json, now)
-                .await;
+            return self.why_refused(tx, report).await;
         };
         let (run_id, step) = (&record.run_id, &record.step);
         insert_record(tx, record, json).await?;
@@ -487,18 +504,14 @@ impl State {
     async fn why_refused(
         &self,
         tx: &mut AnyConnection,
-        lease_id: &str,
-        worker_id: &str,
-        record: &StepRecord,
-        json: &str,
-        now: OffsetDateTime,
+        report: &Report<'_>,
     ) -> Result<ReportOutcome, StateError> {
         let row = sqlx::query(
             "SELECT s.run_id, s.name, s.worker_id, s.state, s.lease_deadline_ms, r.record_json
              FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
              WHERE s.lease_id = $1",
         )
-        .bind(lease_id)
+        .bind(report.lease_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_err("look up lease"))?;
@@ -511,20 +524,20 @@ impl State {
         let state: String = row.get(3);
         let deadline_ms: Option<i64> = row.get(4);
         let stored: Option<String> = row.get(5);
-        if holder.as_deref() != Some(worker_id) {
+        if holder.as_deref() != Some(report.worker_id) {
             return Ok(ReportOutcome::NotCurrent);
         }
         if state != StepState::Running.as_str() {
-            return Ok(if stored.as_deref() == Some(json) {
+            return Ok(if stored.as_deref() == Some(report.json) {
                 ReportOutcome::AlreadyAccepted
             } else {
                 ReportOutcome::NotCurrent
             });
         }
-        if deadline_ms.is_none_or(|d| d < millis(now)) {
+        if deadline_ms.is_none_or(|d| d < millis(report.now)) {
             return Ok(ReportOutcome::NotCurrent);
         }
-        if record.run_id != run_id || record.step != step {
+        if report.record.run_id != run_id || report.record.step != step {
             return Ok(ReportOutcome::WrongStep { run_id, step });
         }
         // The update matched nothing, yet every condition holds: it cannot be, under the
