@@ -77,6 +77,30 @@ steps:
     assert!(!run.contains("ALLOWED"), "{run}");
 }
 
+/// A step's log is an in-memory file charged to the step's memory cgroup: a step that writes
+/// more log than its memory limit is killed for it, and neither the host's memory beyond the
+/// limit nor its disk ever holds the rest.
+#[test]
+fn a_log_larger_than_the_memory_limit_is_killed_and_reported() {
+    let h = Hostile::new();
+    let yaml = "version: 1
+name: hostile
+rootfs: busybox@1
+steps:
+  - name: chatty
+    timeout: 120s
+    resources: { memory: 32MiB }
+    run: head -c 268435456 /dev/zero
+";
+    let out = h.run_pipeline(yaml, 1, &[]);
+    let run = text(&out);
+    assert!(!out.status.success(), "{run}");
+    assert!(
+        run.contains("[FAIL] chatty") && run.contains("killed: memory limit 32MiB exceeded"),
+        "{run}"
+    );
+}
+
 #[test]
 fn filling_tmp_stops_at_the_scratch_cap() {
     let v = Hostile::new().attack("fill /tmp 4096");
