@@ -167,9 +167,13 @@ fn fork_bomb_is_contained_by_the_pids_limit_and_the_host_stays_responsive() {
     let _own = OwnCgroup::enter();
     const UID: u32 = 100_202;
     let f = Fixture::new();
+    // The step's own shell forks only before the bomb starts (`sleep`, then the subshell), then
+    // waits: a shell whose fork fails exits, and on a loaded machine the bomb used to fill the
+    // pids limit before the shell forked `sleep` (exit 2 instead of the timeout: once in CI, and
+    // 4 runs of 15 beside four busy loops; none of 10 since).
     let mut spec = spec(
         &f,
-        "bomb() { bomb | bomb & }; bomb 2>/dev/null; sleep 100",
+        "sleep 100 & (bomb() { bomb | bomb & }; bomb) 2>/dev/null; wait",
         UID,
         limits(256 << 20, 64, 2000),
     );
