@@ -30,10 +30,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 fn run_to_end(cluster: &Cluster) -> String {
     let run = cluster.submit("pair.yaml", PAIR);
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    assert_eq!(cluster.status(&run)["state"], "succeeded");
+    cluster.wait_for_success(&run, Duration::from_secs(120));
     run
 }
 

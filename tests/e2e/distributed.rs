@@ -143,11 +143,7 @@ fn a_step_whose_worker_is_killed_completes_on_another_exactly_once(backend: Back
     let survivor = cluster.worker("survivor", 1);
     let survivor_id = cluster.workers[survivor].worker_id();
     // The lease expires (FAULT_TTL), then the survivor gets the step.
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    let view = cluster.status(&run);
-    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    let view = cluster.wait_for_success(&run, Duration::from_secs(120));
     let nap = step(&view, "nap");
     assert_eq!(nap["worker"], survivor_id.as_str(), "{nap:#}");
     assert_eq!(nap["attempts"], 2, "{nap:#}");
@@ -172,9 +168,7 @@ fn a_stalled_workers_late_result_is_refused_and_the_step_runs_once_elsewhere(bac
     cluster.workers[stalled].signal("STOP");
     let rescuer = cluster.worker("rescuer", 1);
     let rescuer_id = cluster.workers[rescuer].worker_id();
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
+    cluster.wait_for_end(&run, Duration::from_secs(120));
     // Thawed: its next heartbeat or its report is refused (409) and its result dropped.
     cluster.workers[stalled].signal("CONT");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -284,11 +278,7 @@ fn a_fifty_step_dag_completes_on_three_workers_each_step_once(backend: Backend) 
         cluster.worker(name, 2);
     }
     let run = cluster.submit("layers.yaml", &fifty_step_pipeline());
-    cluster.wait_for(&run, Duration::from_secs(300), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    let view = cluster.status(&run);
-    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    let view = cluster.wait_for_success(&run, Duration::from_secs(300));
     let steps = view["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 50);
     for s in steps {
@@ -333,11 +323,7 @@ fn a_run_completes_after_the_daemon_is_killed_mid_run_and_restarted(backend: Bac
         },
     );
     cluster.kill9_and_restart_daemon();
-    cluster.wait_for(&run, Duration::from_secs(300), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    let view = cluster.status(&run);
-    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    let view = cluster.wait_for_success(&run, Duration::from_secs(300));
     for s in view["steps"].as_array().unwrap() {
         assert_eq!(s["state"], "succeeded", "{s:#}");
     }
@@ -519,9 +505,7 @@ fn the_step_separation_report_passes_for_a_run_on_two_workers(backend: Backend) 
     cluster.worker("w1", 1);
     cluster.worker("w2", 1);
     let run = cluster.submit("pair.yaml", PAIR);
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
+    cluster.wait_for_end(&run, Duration::from_secs(120));
     let (code, text, report) = audit_steps(&cluster, &run);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("Verdict: SEPARATED"), "{text}");
@@ -577,10 +561,7 @@ fn two_workers_given_one_host_uid_range_fail_the_uid_check() {
     cluster.worker_with("w1", 1, &["--host-ids", "1950000:1"]);
     cluster.worker_with("w2", 1, &["--host-ids", "1950000:1"]);
     let run = cluster.submit("pair.yaml", PAIR);
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    let view = cluster.status(&run);
+    let view = cluster.wait_for_end(&run, Duration::from_secs(120));
     assert_ne!(
         step(&view, "left")["worker"],
         step(&view, "right")["worker"],
@@ -712,11 +693,7 @@ fn a_chain_runs_on_the_leases_its_reports_answers_carry(backend: Backend) {
         ));
     }
     let run = cluster.submit("chain.yaml", &yaml);
-    cluster.wait_for(&run, Duration::from_secs(120), "the run to end", |v| {
-        v["state"] != "running"
-    });
-    let view = cluster.status(&run);
-    assert_eq!(view["state"], "succeeded", "{view:#}\n{}", cluster.logs());
+    cluster.wait_for_success(&run, Duration::from_secs(120));
     let log = cluster.workers[w].output();
     let claimed: Vec<&str> = log
         .lines()
@@ -743,18 +720,7 @@ fn a_log_blob_the_controller_lost_is_uploaded_again_and_the_step_reported() {
     cluster.worker("w1", 1);
     let yaml = "version: 1\nname: same-log\nrootfs: busybox@1\nsteps:\n  - { name: s, run: 'echo same' }\n";
     let first = cluster.submit("first.yaml", yaml);
-    cluster.wait_for(
-        &first,
-        Duration::from_secs(120),
-        "the first run to end",
-        |v| v["state"] != "running",
-    );
-    assert_eq!(
-        cluster.status(&first)["state"],
-        "succeeded",
-        "{}",
-        cluster.logs()
-    );
+    cluster.wait_for_success(&first, Duration::from_secs(120));
     let log = cluster.records(&first)[0].log.sha256.to_string();
     let blob = cluster
         .env
@@ -765,18 +731,7 @@ fn a_log_blob_the_controller_lost_is_uploaded_again_and_the_step_reported() {
     std::fs::remove_file(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
 
     let second = cluster.submit("second.yaml", yaml);
-    cluster.wait_for(
-        &second,
-        Duration::from_secs(120),
-        "the second run to end",
-        |v| v["state"] != "running",
-    );
-    assert_eq!(
-        cluster.status(&second)["state"],
-        "succeeded",
-        "{}",
-        cluster.logs()
-    );
+    cluster.wait_for_success(&second, Duration::from_secs(120));
     assert_eq!(cluster.records(&second)[0].log.sha256.to_string(), log);
     assert!(blob.is_file(), "the log blob was not uploaded again");
     assert!(

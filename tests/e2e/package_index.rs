@@ -183,20 +183,11 @@ fn an_index_of_a_non_wheel_entry_is_refused_and_stores_nothing() {
     ]);
     let blobs_before = count_files(&env.data_dir().join("store"));
 
-    env.kiln_refused(
-        &[
-            "mirror",
-            "index",
-            "pypi",
-            "--name",
-            "pypi-index@1",
-            "kiln-hello@1.0.0",
-            "notes@1",
-        ],
+    index_is_refused(
+        &env,
+        &["kiln-hello@1.0.0", "notes@1"],
         "notes@1: \"README.md\" is not a wheel",
     );
-    let list = env.kiln_ok(&["mirror", "list"]);
-    assert!(!text(&list).contains("pypi-index"), "{}", text(&list));
     assert_eq!(count_files(&env.data_dir().join("store")), blobs_before);
 }
 
@@ -211,22 +202,24 @@ fn an_index_carrying_a_revoked_entry_is_refused() {
         "--reason",
         "CVE-0000-0000",
     ]);
-    env.kiln_refused(
-        &[
-            "mirror",
-            "index",
-            "pypi",
-            "--name",
-            "pypi-index@1",
-            "kiln-hello@1.0.0",
-        ],
+    index_is_refused(
+        &env,
+        &["kiln-hello@1.0.0"],
         "kiln-hello@1.0.0 is revoked (CVE-0000-0000)",
     );
+}
+
+/// Regular files under `dir`, recursively (the store's blobs, trees and scratch space).
+/// `kiln mirror index pypi --name pypi-index@1 ENTRIES...` is refused with `why`, and no index
+/// entry is left behind.
+fn index_is_refused(env: &Env, entries: &[&str], why: &str) {
+    let mut args = vec!["mirror", "index", "pypi", "--name", "pypi-index@1"];
+    args.extend_from_slice(entries);
+    env.kiln_refused(&args, why);
     let list = env.kiln_ok(&["mirror", "list"]);
     assert!(!text(&list).contains("pypi-index"), "{}", text(&list));
 }
 
-/// Regular files under `dir`, recursively (the store's blobs, trees and scratch space).
 fn count_files(dir: &Path) -> usize {
     let mut count = 0;
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -67,13 +67,7 @@ steps:
     timeout: 120s
     run: /in/probe/probe memory-bomb 4096
 ";
-    let out = h.run_pipeline(yaml, 1, &[]);
-    let run = text(&out);
-    assert!(!out.status.success(), "{run}");
-    assert!(
-        run.contains("[FAIL] bomb") && run.contains("killed: memory limit 2GiB exceeded"),
-        "{run}"
-    );
+    let run = killed_at_the_memory_limit(&h, yaml, "bomb", "2GiB");
     assert!(!run.contains("ALLOWED"), "{run}");
 }
 
@@ -92,13 +86,20 @@ steps:
     resources: { memory: 32MiB }
     run: head -c 268435456 /dev/zero
 ";
+    killed_at_the_memory_limit(&h, yaml, "chatty", "32MiB");
+}
+
+/// Runs `yaml`, which must fail with `step` killed at its memory `limit`; returns the output.
+fn killed_at_the_memory_limit(h: &Hostile, yaml: &str, step: &str, limit: &str) -> String {
     let out = h.run_pipeline(yaml, 1, &[]);
     let run = text(&out);
     assert!(!out.status.success(), "{run}");
     assert!(
-        run.contains("[FAIL] chatty") && run.contains("killed: memory limit 32MiB exceeded"),
+        run.contains(&format!("[FAIL] {step}"))
+            && run.contains(&format!("killed: memory limit {limit} exceeded")),
         "{run}"
     );
+    run
 }
 
 #[test]

@@ -237,6 +237,19 @@ impl Cluster {
         }
     }
 
+    /// Waits up to `timeout` for `run` to end (any state but running); returns its view then.
+    pub fn wait_for_end(&self, run: &str, timeout: Duration) -> Value {
+        self.wait_for(run, timeout, "the run to end", |v| v["state"] != "running");
+        self.status(run)
+    }
+
+    /// [`Self::wait_for_end`], and the run must have succeeded.
+    pub fn wait_for_success(&self, run: &str, timeout: Duration) -> Value {
+        let view = self.wait_for_end(run, timeout);
+        assert_eq!(view["state"], "succeeded", "{view:#}\n{}", self.logs());
+        view
+    }
+
     /// The step records the daemon accepted for `run`, read from its database.
     pub fn records(&self, run: &str) -> Vec<kiln_core::StepRecord> {
         let database = match &self.env.database_url {
