@@ -17,6 +17,8 @@ pub struct Pipeline {
     pub(crate) steps: Vec<Step>,
     /// Index into `steps` by name: the daemon looks a step up on every lease.
     pub(crate) step_index: HashMap<String, usize>,
+    /// For each step in `steps`, the indices of the steps that need it, in order.
+    pub(crate) dependents: Vec<Vec<usize>>,
     pub(crate) artifacts: Vec<Artifact>,
 }
 
@@ -54,6 +56,26 @@ impl Pipeline {
     /// The step called `name`.
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.step_index.get(name).map(|&i| &self.steps[i])
+    }
+
+    /// The steps that need the step called `name`, in [`Pipeline::steps`] order; none for a
+    /// step that is not in the pipeline.
+    ///
+    /// ```
+    /// let yaml = "version: 1\nname: p\nrootfs: base@1\nsteps:\n\
+    ///     - { name: a, run: make }\n\
+    ///     - { name: b, run: make, needs: [a] }\n";
+    /// let pipeline = kiln_pipelines::parse("p.yaml", yaml).unwrap();
+    /// let names: Vec<_> = pipeline.dependents("a").map(|s| s.name()).collect();
+    /// assert_eq!(names, ["b"]);
+    /// assert_eq!(pipeline.dependents("b").count(), 0);
+    /// ```
+    pub fn dependents(&self, name: &str) -> impl Iterator<Item = &Step> {
+        let indices = self
+            .step_index
+            .get(name)
+            .map_or(&[][..], |&i| &self.dependents[i][..]);
+        indices.iter().map(|&i| &self.steps[i])
     }
 
     /// The artifacts to publish, in declaration order.

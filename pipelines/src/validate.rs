@@ -70,20 +70,30 @@ impl Checker {
         let steps = self.steps(&raw.steps, &raw.inputs, &source_names);
         let artifacts = self.artifacts(&raw.artifacts, &steps);
         match rootfs {
-            Some(rootfs) if self.issues.is_empty() => Ok(Pipeline {
-                name: raw.name.value,
-                rootfs,
-                source_date_epoch,
-                inputs,
-                sources,
-                step_index: steps
+            Some(rootfs) if self.issues.is_empty() => {
+                let step_index: HashMap<String, usize> = steps
                     .iter()
                     .enumerate()
                     .map(|(i, s)| (s.name.clone(), i))
-                    .collect(),
-                steps,
-                artifacts,
-            }),
+                    .collect();
+                let mut dependents = vec![Vec::new(); steps.len()];
+                for (i, step) in steps.iter().enumerate() {
+                    for need in &step.needs {
+                        dependents[step_index[need]].push(i);
+                    }
+                }
+                Ok(Pipeline {
+                    name: raw.name.value,
+                    rootfs,
+                    source_date_epoch,
+                    inputs,
+                    sources,
+                    step_index,
+                    dependents,
+                    steps,
+                    artifacts,
+                })
+            }
             _ => {
                 self.issues.sort_by_key(|i| i.at);
                 Err(self.issues)
