@@ -228,6 +228,7 @@ async fn no_content_on_a_lease_request_means_nothing_is_ready() {
         .client()
         .claim_lease(&LeaseRequest {
             worker_id: "w".into(),
+            wait_ms: None,
         })
         .await
         .unwrap();

@@ -131,10 +131,14 @@ pub mod v1 {
     }
 
     /// `POST /v1/leases`: a worker with a free slot asks for a step. `204 No Content` when
-    /// nothing is ready.
+    /// nothing is ready, at once or, with `wait_ms`, after waiting that long for a step.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct LeaseRequest {
         pub worker_id: String,
+        /// How long the controller may hold the request open until a step is ready (a long
+        /// poll), in milliseconds; it may answer `204` sooner. Absent: answer at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub wait_ms: Option<u64>,
     }
 
     /// A step handed to one worker until `deadline`, which heartbeats extend.

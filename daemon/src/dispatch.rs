@@ -11,7 +11,7 @@
 //! `StepRecord`s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,11 @@ pub struct DispatchConfig {
     pub lease_ttl: Duration,
     /// How many leases a step gets before it fails.
     pub max_attempts: u32,
+    /// How often a waiting claim looks again without being woken. Steps become ready here
+    /// only through this dispatcher, which wakes its waiting claims; but daemons sharing a
+    /// PostgreSQL database do not wake each other's, so a step submitted to or freed by
+    /// another daemon is seen within this.
+    pub claim_recheck: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -56,6 +61,7 @@ impl Default for DispatchConfig {
         Self {
             lease_ttl: Duration::from_secs(30),
             max_attempts: 3,
+            claim_recheck: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
     }
@@ -118,6 +124,10 @@ pub enum LeaseError {
 /// How often claims look for expired leases at most, in ms (see `Dispatcher::expire_soon`).
 const EXPIRY_EVERY_MS: i64 = 250;
 
+/// The longest a claim is held open waiting for a step ([`Dispatcher::claim_waiting`]); a
+/// longer `wait_ms` is cut to this. Well under the 30 s a `kiln` client gives a request.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(10);
+
 /// The dispatcher: one per daemon.
 pub struct Dispatcher {
     controller: Arc<Controller>,
@@ -135,6 +145,12 @@ pub struct Dispatcher {
     known_workers: Mutex<HashSet<String>>,
     /// When a claim last looked for expired leases, in unix ms ([`Self::expire_soon`]).
     last_expiry_ms: AtomicI64,
+    /// Wakes claims waiting for a step ([`Self::claim_waiting`]) when one may have become
+    /// ready: a run was accepted, a step reported (its dependents, or its retry), a lease expired.
+    work: tokio::sync::Notify,
+    /// Set once the daemon stops: waiting claims answer at once, so that shutdown, which
+    /// waits for open requests, is not held up by them.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -158,6 +174,8 @@ impl Dispatcher {
             known_workers: Mutex::new(HashSet::new()),
             last_expiry_ms: AtomicI64::new(i64::MIN),
             metrics: crate::metrics::Metrics::new(),
+            work: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -229,6 +247,7 @@ impl Dispatcher {
         self.metrics.run_accepted();
         let run_id = run.id.clone();
         self.lock_runs().insert(run_id.clone(), Arc::new(run));
+        self.work.notify_waiters();
         Ok(Submitted::Created { run_id })
     }
 
@@ -314,6 +333,46 @@ impl Dispatcher {
             .await?;
         tracing::info!(worker = %id, name = %req.name, slots = req.slots, "worker registered");
         Ok(id)
+    }
+
+    /// [`Self::claim`], but when nothing is ready, waits up to `wait` (at most
+    /// [`MAX_CLAIM_WAIT`]) for a step to become ready before answering `None`: a long poll, so
+    /// that an idle worker starts a new run's first steps at once instead of at its next poll.
+    /// Each attempt counts in the claim histogram on its own; the waits between do not.
+    pub async fn claim_waiting(
+        &self,
+        worker_id: &str,
+        wait: Duration,
+    ) -> Result<Option<v1::Lease>, LeaseError> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_CLAIM_WAIT);
+        loop {
+            // Listening before the attempt: a step made ready during it still wakes us.
+            let woken = self.work.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let started = std::time::Instant::now();
+            let claimed = self.claim(worker_id).await;
+            self.metrics.claim_handled(started.elapsed());
+            let now = tokio::time::Instant::now();
+            if !matches!(claimed, Ok(None)) || now >= deadline || self.stopping() {
+                return claimed;
+            }
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(deadline.min(now + self.config.claim_recheck)) => {}
+            }
+        }
+    }
+
+    /// Answers every waiting claim now and every later one at once; called when the daemon
+    /// stops serving.
+    pub fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.work.notify_waiters();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Leases the oldest ready step to `worker_id`; `None` when nothing is ready.
@@ -509,6 +568,13 @@ impl Dispatcher {
             ReportOutcome::Accepted { run_id, succeeded } => {
                 tracing::info!(run = %run_id, step = %record.step, worker = %worker_id, lease = %lease_id, succeeded, exit = ?record.exit, "step reported");
                 self.metrics.step_reported(record);
+                if succeeded
+                    && self
+                        .frees_others(&run_id, &record.step, claimed.as_ref())
+                        .await
+                {
+                    self.work.notify_waiters();
+                }
                 // Asked after the commit, so that of two last steps reported at once (on a
                 // shared database) at least the later one sees the run complete.
                 match state.run_has_open_steps(&run_id).await {
@@ -531,6 +597,24 @@ impl Dispatcher {
         }
     }
 
+    /// Whether the success of `step` may have made steps ready that the reporting worker did
+    /// not take itself (`claimed`); only then are waiting claims woken. A chain's next step,
+    /// claimed by the report that freed it, wakes nobody: waking every idle slot on each
+    /// report would cost each of them a claim for nothing.
+    async fn frees_others(&self, run_id: &str, step: &str, claimed: Option<&Claimed>) -> bool {
+        let Ok(run) = self.accepted_run(run_id).await else {
+            return true;
+        };
+        let mut dependents = run.pipeline.dependents(step);
+        match (dependents.next(), dependents.next()) {
+            (None, _) => false,
+            (Some(only), None) => {
+                !claimed.is_some_and(|c| c.run_id == run_id && c.step == only.name())
+            }
+            (Some(_), Some(_)) => true,
+        }
+    }
+
     /// Ends expired leases and publishes runs they finished.
     async fn expire(&self) -> Result<(), StateError> {
         let expired = self
@@ -539,6 +623,10 @@ impl Dispatcher {
             .expire_leases(self.now(), self.config.max_attempts)
             .await?;
         self.metrics.leases_expired(expired.len());
+        if !expired.is_empty() {
+            // Their steps are ready again (or failed, which may cancel; either way, look).
+            self.work.notify_waiters();
+        }
         for lease in &expired {
             tracing::warn!(run = %lease.run_id, step = %lease.step, worker = %lease.worker_id,
                 lease = %lease.lease_id, attempts = lease.attempts, gave_up = lease.gave_up,

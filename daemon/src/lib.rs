@@ -32,7 +32,7 @@ pub mod steplog;
 pub mod why;
 
 pub use controller::{Controller, ControllerError};
-pub use dispatch::{Clock, DispatchConfig, Dispatcher, SystemClock};
+pub use dispatch::{Clock, DispatchConfig, Dispatcher, MAX_CLAIM_WAIT, SystemClock};
 pub use http::{Server, ServerConfig, ServerError};
 pub use run::{AcceptError, AcceptedRun, PipelineSource};
 pub use schedule::{BoxFuture, RunEvent, StepExecutor};

@@ -209,11 +209,17 @@ impl Env {
     }
 
     async fn claim(&self, worker_id: &str) -> Option<v1::Lease> {
+        self.claim_waiting(worker_id, None).await
+    }
+
+    /// A claim that may wait up to `wait` for a step (a long poll).
+    async fn claim_waiting(&self, worker_id: &str, wait: Option<Duration>) -> Option<v1::Lease> {
         let (status, body) = self
             .post(
                 "/v1/leases",
                 &v1::LeaseRequest {
                     worker_id: worker_id.into(),
+                    wait_ms: wait.map(|w| w.as_millis() as u64),
                 },
             )
             .await;
@@ -340,6 +346,8 @@ async fn open_server(data: &Path, db: &Database, clock: Arc<ManualClock>) -> Ser
     config.dispatch = DispatchConfig {
         lease_ttl: TTL,
         max_attempts: 3,
+        // Waiting claims look again only when woken (or at their end).
+        claim_recheck: LONG_WAIT,
         clock,
     };
     Server::open(config).await.unwrap()
@@ -447,6 +455,115 @@ kiln_daemon::backend_tests! {
     #[tokio::test] report_without_claim_next_answers_204_and_leases_nothing;
     #[tokio::test] refused_report_with_claim_next_leases_nothing;
     #[tokio::test] report_with_claim_next_leases_only_what_the_worker_may_claim;
+    #[tokio::test] a_waiting_claim_is_answered_as_soon_as_a_run_is_accepted;
+    #[tokio::test] a_waiting_claim_with_nothing_ready_answers_204_after_its_wait;
+    #[tokio::test] a_report_that_frees_two_steps_wakes_a_waiting_claim;
+    #[tokio::test] a_report_that_claims_the_one_step_it_freed_wakes_nobody;
+    #[tokio::test] stopping_answers_a_waiting_claim_at_once;
+}
+
+/// The longest a claim waits: one answered sooner was woken (these tests never recheck).
+const LONG_WAIT: Duration = kiln_daemon::MAX_CLAIM_WAIT;
+
+async fn a_waiting_claim_is_answered_as_soon_as_a_run_is_accepted(backend: Backend) {
+    let env = Env::new(backend).await;
+    let w = env.register("w").await;
+    let started = std::time::Instant::now();
+    let (lease, _) = tokio::join!(env.claim_waiting(&w, Some(LONG_WAIT)), async {
+        // Submitted while the claim waits: nothing was ready when it first looked.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.submit_ok(PAIR).await
+    });
+    let lease = lease.expect("the accepted run's first step");
+    assert_eq!(lease.spec.step, "a");
+    assert!(started.elapsed() < LONG_WAIT, "woken, not timed out");
+    assert!(
+        env.claims_handled().await >= 2,
+        "every attempt is a claim in the histogram"
+    );
+}
+
+async fn a_waiting_claim_with_nothing_ready_answers_204_after_its_wait(backend: Backend) {
+    let env = Env::new(backend).await;
+    let w = env.register("w").await;
+    let wait = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    assert!(env.claim_waiting(&w, Some(wait)).await.is_none());
+    assert!(
+        started.elapsed() >= wait,
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
+/// `a` → `b` and `a` → `c`.
+const FORK: &str = "\
+version: 1
+name: fork
+rootfs: busybox@1
+steps:
+  - { name: a, run: 'true', outputs: [x] }
+  - { name: b, needs: [a], run: 'true', outputs: [x] }
+  - { name: c, needs: [a], run: 'true', outputs: [x] }
+";
+
+async fn a_report_that_frees_two_steps_wakes_a_waiting_claim(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.submit_ok(FORK).await;
+    let (w1, w2) = (env.register("w1").await, env.register("w2").await);
+    let a = env.claim(&w1).await.expect("a is ready");
+    let started = std::time::Instant::now();
+    let (waited, next) = tokio::join!(env.claim_waiting(&w2, Some(LONG_WAIT)), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let record = env.record(&a.spec, 0, &[("x", b"from a")]).await;
+        let (status, answer) = env.report_claiming(&a, &w1, record).await;
+        assert_eq!(status, StatusCode::OK);
+        answer.unwrap().next.expect("b or c for the reporter")
+    });
+    let waited = waited.expect("the step the reporter left");
+    let mut got = [waited.spec.step, next.spec.step];
+    got.sort();
+    assert_eq!(got, ["b", "c"]);
+    assert!(started.elapsed() < LONG_WAIT, "woken, not timed out");
+}
+
+async fn a_report_that_claims_the_one_step_it_freed_wakes_nobody(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.submit_ok(PAIR).await;
+    let (w1, w2) = (env.register("w1").await, env.register("w2").await);
+    let a = env.claim(&w1).await.expect("a is ready");
+    let before = env.claims_handled().await;
+    let (waited, next) = tokio::join!(
+        env.claim_waiting(&w2, Some(Duration::from_millis(600))),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let record = env.record(&a.spec, 0, &[("x", b"from a")]).await;
+            let (status, answer) = env.report_claiming(&a, &w1, record).await;
+            assert_eq!(status, StatusCode::OK);
+            answer.unwrap().next
+        }
+    );
+    assert_eq!(next.expect("b, freed by a").spec.step, "b");
+    assert!(waited.is_none());
+    // The reporter's claim, and the waiting claim's first and last look: it was not woken
+    // for a step that was never there for it to take.
+    assert_eq!(env.claims_handled().await - before, 3);
+}
+
+async fn stopping_answers_a_waiting_claim_at_once(backend: Backend) {
+    let env = Env::new(backend).await;
+    let w = env.register("w").await;
+    let started = std::time::Instant::now();
+    let (lease, ()) = tokio::join!(env.claim_waiting(&w, Some(LONG_WAIT)), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.server.as_ref().unwrap().dispatcher().stop_waiting();
+    });
+    assert!(lease.is_none());
+    assert!(started.elapsed() < LONG_WAIT, "answered when stopping");
+    // A claim made after that does not wait either.
+    let started = std::time::Instant::now();
+    assert!(env.claim_waiting(&w, Some(LONG_WAIT)).await.is_none());
+    assert!(started.elapsed() < LONG_WAIT);
 }
 
 /// `a` → `b`.
@@ -877,6 +994,7 @@ async fn report_from_another_worker_is_refused(backend: Backend) {
             "/v1/leases",
             &v1::LeaseRequest {
                 worker_id: "nobody".into(),
+                wait_ms: None,
             },
         )
         .await;

@@ -91,6 +91,7 @@ impl Env {
             lease_ttl: TTL,
             max_attempts: 3,
             clock: clock.clone(),
+            ..DispatchConfig::default()
         };
         let server = Server::open(config).await.unwrap();
         let router = server.router();
@@ -175,6 +176,7 @@ impl Env {
                 "/v1/leases",
                 &v1::LeaseRequest {
                     worker_id: worker_id.into(),
+                    wait_ms: None,
                 },
             )
             .await;
@@ -508,6 +510,7 @@ async fn lease_holder_is_alive_for_a_restarted_daemon(backend: Backend) {
         lease_ttl: TTL,
         max_attempts: 3,
         clock: env.clock.clone(),
+        ..DispatchConfig::default()
     };
     let restarted = Server::open(config).await.unwrap();
     let scrape = |router: Router| async move {

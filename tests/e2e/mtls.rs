@@ -423,6 +423,7 @@ fn a_worker_cannot_act_for_another_worker() {
         let lease = alice
             .claim_lease(&LeaseRequest {
                 worker_id: a.clone(),
+                wait_ms: None,
             })
             .await
             .unwrap()
@@ -436,6 +437,7 @@ fn a_worker_cannot_act_for_another_worker() {
             mallory
                 .claim_lease(&LeaseRequest {
                     worker_id: a.clone(),
+                    wait_ms: None,
                 })
                 .await
                 .map(drop),

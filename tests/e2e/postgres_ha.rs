@@ -185,6 +185,7 @@ async fn two_daemons_on_one_database_never_lease_a_step_twice() {
                 start.wait().await;
                 let request = v1::LeaseRequest {
                     worker_id: registered.worker_id.clone(),
+                    wait_ms: None,
                 };
                 let mut got = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(120);

@@ -32,7 +32,11 @@ use crate::Worker;
 /// How often, and how patiently, the worker talks to the controller.
 #[derive(Clone, Copy, Debug)]
 pub struct PollPolicy {
-    /// First pause after the controller had nothing to hand out (`204`); doubles up to `idle_max`.
+    /// How long a claim asks the controller to wait for a step before answering `204` (a long
+    /// poll): an idle slot starts a new step as soon as it is ready. Zero: answer at once.
+    pub claim_wait: Duration,
+    /// First pause after a `204` that came without waiting (the controller does not hold
+    /// claims open, or is stopping); doubles up to `idle_max`.
     pub idle_min: Duration,
     pub idle_max: Duration,
     /// First pause after a failed request; doubles up to `retry_max`.
@@ -45,6 +49,7 @@ pub struct PollPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         Self {
+            claim_wait: Duration::from_secs(1),
             idle_min: Duration::from_millis(100),
             idle_max: Duration::from_secs(1),
             retry_min: Duration::from_millis(250),
@@ -271,6 +276,8 @@ impl RemoteWorker {
         let mut errors = Backoff::new(poll.retry_min, poll.retry_max);
         let request = LeaseRequest {
             worker_id: worker_id.to_string(),
+            wait_ms: (!poll.claim_wait.is_zero())
+                .then(|| u64::try_from(poll.claim_wait.as_millis()).unwrap_or(u64::MAX)),
         };
         // A lease that came with the last report's answer. It is run even when draining
         // started meanwhile: the controller handed it out, and a lease is never dropped.
@@ -284,7 +291,9 @@ impl RemoteWorker {
                 }
                 None => {
                     let asked = Instant::now();
-                    // Never cancelled half-way: a lease the controller handed out is always seen.
+                    // Never cancelled, not even to drain: a lease the controller handed out is
+                    // always seen, so a worker draining while its claim waits may still be
+                    // handed a step, within `claim_wait`, and runs it.
                     match self.client.claim_lease(&request).await {
                         Ok(Some(lease)) => {
                             // The claim's round trip (scripts/bench-dag.sh reads it: dispatch latency).
@@ -293,7 +302,11 @@ impl RemoteWorker {
                         }
                         Ok(None) => {
                             errors.reset();
-                            pause(idle.next(), &mut drain).await;
+                            // An answer well before the wait asked for did not wait: pause, or
+                            // this slot would ask again and again.
+                            if asked.elapsed() < poll.claim_wait / 2 || poll.claim_wait.is_zero() {
+                                pause(idle.next(), &mut drain).await;
+                            }
                             continue;
                         }
                         Err(err) => {

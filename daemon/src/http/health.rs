@@ -5,7 +5,7 @@
 //! load balancer, an orchestrator's probes and a Prometheus server can reach them. They answer
 //! counts and one-line reasons only, never run, step or worker ids.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -108,12 +108,4 @@ async fn metrics(State(app): State<App>) -> Response {
             format!("cannot read the state database: {}\n", one_line(&err)),
         ),
     }
-}
-
-/// Runs `claim`, recording how long it took in the claim histogram.
-pub(super) async fn timed<T>(app: &App, claim: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = claim.await;
-    app.metrics().claim_handled(started.elapsed());
-    out
 }

@@ -200,7 +200,7 @@ impl Server {
     async fn serve_with<S, F, A>(self, shutdown: S, accept: A) -> Result<(), ServerError>
     where
         S: Future<Output = ()> + Send + 'static,
-        A: FnOnce(S) -> F,
+        A: FnOnce(Shutdown) -> F,
         F: Future<Output = std::io::Result<()>>,
     {
         if let Err(err) = self.dispatcher.tick().await {
@@ -225,7 +225,13 @@ impl Server {
                 }
             })
         };
-        let served = accept(shutdown).await;
+        // Waiting claims answer at once when shutdown begins; it waits for open requests.
+        let dispatcher = self.dispatcher.clone();
+        let served = accept(Box::pin(async move {
+            shutdown.await;
+            dispatcher.stop_waiting();
+        }))
+        .await;
         ticker.abort();
         let _ = ticker.await;
         self.dispatcher.controller().state().close().await;
@@ -235,6 +241,9 @@ impl Server {
 }
 
 type App = Arc<Dispatcher>;
+
+/// The future an acceptor serves until.
+type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The API's routes over `dispatcher`; `auth` decides who may use the worker routes.
 pub fn router(dispatcher: Arc<Dispatcher>, limits: BodyLimits, auth: WorkerAuth) -> Router {
@@ -475,7 +484,8 @@ async fn claim_lease(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     check_owner(&gate, &peer, &req.worker_id).await?;
-    let claimed = health::timed(&app, app.claim(&req.worker_id)).await?;
+    let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
+    let claimed = app.claim_waiting(&req.worker_id, wait).await?;
     app.metrics().worker_seen(&req.worker_id, app.now());
     Ok(match claimed {
         Some(lease) => Json(lease).into_response(),
