@@ -246,7 +246,10 @@ fn kind_columns(kind: &BlobKind) -> (&'static str, Option<&str>) {
 /// The controller's database handle.
 #[derive(Clone, Debug)]
 pub struct State {
+    /// Writes and the dispatch path's reads ([`database::Pools::writer`]).
     pool: AnyPool,
+    /// Large read-only views ([`database::Pools::readers`]).
+    readers: AnyPool,
     backend: Backend,
     /// The step log's Merkle tree as far as this process has read it ([`step_log`]).
     log_tree: step_log::TreeCache,
@@ -261,9 +264,10 @@ impl State {
     /// Opens `db` (a SQLite file, created if needed, or a PostgreSQL database) and brings its
     /// schema up to date.
     pub async fn connect(db: &Database) -> Result<Self, StateError> {
-        let pool = database::connect(db).await?;
+        let pools = database::connect(db).await?;
         Ok(Self {
-            pool,
+            pool: pools.writer,
+            readers: pools.readers,
             backend: db.backend(),
             log_tree: step_log::TreeCache::default(),
         })
@@ -672,8 +676,9 @@ impl State {
         Ok(counts)
     }
 
-    /// Closes the pool (on SQLite, checkpointing the WAL).
+    /// Closes the pools (on SQLite, the writer last, which checkpoints the WAL).
     pub async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
 }

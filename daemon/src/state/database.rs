@@ -111,15 +111,37 @@ impl fmt::Debug for Database {
     }
 }
 
-/// Opens a pool on `db` and brings its schema up to date.
-pub(super) async fn connect(db: &Database) -> Result<AnyPool, StateError> {
+/// The connections a [`super::State`] uses.
+pub(super) struct Pools {
+    /// Everything that writes, and the reads on the dispatch path. On SQLite one connection:
+    /// SQLite runs one write transaction at a time anyway, and a commit on one connection
+    /// makes every other connection drop its page cache and re-map the file at its next
+    /// transaction. With four connections taking turns, that re-reading was a fifth of the
+    /// daemon's CPU per step.
+    pub writer: AnyPool,
+    /// Read-only views that may be large (a run with all its steps): on SQLite, connections
+    /// of their own (`query_only`), so that a client reading a big run does not hold up
+    /// reports and claims; on PostgreSQL, the writer's pool.
+    pub readers: AnyPool,
+}
+
+/// Opens the pools on `db` and brings its schema up to date.
+pub(super) async fn connect(db: &Database) -> Result<Pools, StateError> {
     sqlx::any::install_default_drivers();
     let open_err = |source| StateError::Open {
         database: db.to_string(),
         source,
     };
-    let pool = match db {
-        Database::Sqlite(path) => connect_sqlite(path).await.map_err(open_err)?,
+    let pools = match db {
+        Database::Sqlite(path) => {
+            let writer = connect_sqlite(path, SqliteRole::Writer)
+                .await
+                .map_err(open_err)?;
+            let readers = connect_sqlite(path, SqliteRole::Reader)
+                .await
+                .map_err(open_err)?;
+            Pools { writer, readers }
+        }
         Database::Postgres(url) => {
             let options = AnyConnectOptions::from_str(url).map_err(open_err)?;
             // One connection first: its error says why (refused, authentication, no such
@@ -130,33 +152,51 @@ pub(super) async fn connect(db: &Database) -> Result<AnyPool, StateError> {
                 .close()
                 .await
                 .map_err(open_err)?;
-            AnyPoolOptions::new()
+            let pool = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await
-                .map_err(open_err)?
+                .map_err(open_err)?;
+            Pools {
+                writer: pool.clone(),
+                readers: pool,
+            }
         }
     };
     let migrator = match db.backend() {
         Backend::Sqlite => &SQLITE_MIGRATIONS,
         Backend::Postgres => &POSTGRES_MIGRATIONS,
     };
-    migrator.run(&pool).await.map_err(StateError::Migrate)?;
-    Ok(pool)
+    migrator
+        .run(&pools.writer)
+        .await
+        .map_err(StateError::Migrate)?;
+    Ok(pools)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SqliteRole {
+    Writer,
+    Reader,
 }
 
 /// SQLite through `Any` takes only a URL: the file is in the URL, and what the URL cannot say
 /// (WAL, foreign keys, how long to wait for the write lock) is set on every new connection.
-async fn connect_sqlite(path: &Path) -> Result<AnyPool, sqlx::Error> {
+async fn connect_sqlite(path: &Path, role: SqliteRole) -> Result<AnyPool, sqlx::Error> {
     let url = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .to_url_lossy();
     let options = AnyConnectOptions::from_url(&url)?;
+    let (connections, min) = match role {
+        SqliteRole::Writer => (1, 1),
+        SqliteRole::Reader => (3, 0),
+    };
     AnyPoolOptions::new()
-        .max_connections(4)
-        .after_connect(|conn, _meta| {
+        .max_connections(connections)
+        .min_connections(min)
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
@@ -170,6 +210,9 @@ async fn connect_sqlite(path: &Path) -> Result<AnyPool, sqlx::Error> {
                 // connection empties the others' page caches, and with steps reported
                 // hundreds of times a second that re-reading was most of SQLite's CPU.
                 conn.execute("PRAGMA mmap_size = 268435456").await?;
+                if role == SqliteRole::Reader {
+                    conn.execute("PRAGMA query_only = ON").await?;
+                }
                 Ok(())
             })
         })

@@ -760,7 +760,7 @@ impl State {
     /// Every run id, newest first.
     pub async fn run_ids(&self) -> Result<Vec<String>, StateError> {
         sqlx::query_scalar("SELECT id FROM runs ORDER BY started_at DESC, id DESC")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await
             .map_err(query_err("list runs"))
     }
@@ -774,7 +774,7 @@ impl State {
              FROM runs WHERE id = $1",
         )
         .bind(run_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await
         .map_err(query_err("look up run"))?;
         let Some(r) = row else { return Ok(None) };
@@ -787,7 +787,7 @@ impl State {
              WHERE s.run_id = $1 ORDER BY s.position",
         )
         .bind(run_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(query_err("list steps"))?
         .iter()
@@ -809,7 +809,7 @@ impl State {
             "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
         )
         .bind(run_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await
         .map_err(query_err("list artifacts"))?
         .iter()
