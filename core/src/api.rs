@@ -5,12 +5,13 @@
 pub mod v1 {
     use std::collections::BTreeMap;
 
+    use schemars::JsonSchema;
     use serde::{Deserialize, Serialize};
 
     use crate::{ExitRecord, Sha256Digest, StepRecord, StepSpec};
 
     /// `POST /v1/runs`: submit a pipeline.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct SubmitRun {
         /// The file name the user gave; diagnostics and provenance name it.
         pub pipeline_file: String,
@@ -22,7 +23,7 @@ pub mod v1 {
     }
 
     /// A refused submission: every diagnostic, one line each (`file:line:column: message`).
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct ErrorView {
         pub error: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -30,7 +31,7 @@ pub mod v1 {
     }
 
     /// A run's state.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum RunState {
         Running,
@@ -40,7 +41,7 @@ pub mod v1 {
     }
 
     /// A step's state.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum StepState {
         Pending,
@@ -52,20 +53,24 @@ pub mod v1 {
     }
 
     /// `GET /v1/runs/{id}`.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct RunView {
         pub id: String,
         pub pipeline_name: String,
         pub state: RunState,
+        /// RFC 3339.
+        #[schemars(extend("format" = "date-time"))]
         pub started_at: String,
+        /// RFC 3339; absent while the run is running.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(extend("format" = "date-time"))]
         pub finished_at: Option<String>,
         pub steps: Vec<StepView>,
         pub artifacts: Vec<ArtifactView>,
     }
 
     /// One step of a run.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct StepView {
         pub name: String,
         pub state: StepState,
@@ -79,7 +84,7 @@ pub mod v1 {
 
     /// A published artifact; its bytes are at `GET /v1/runs/{id}/artifacts/{name}` and its
     /// provenance at `.../{name}/provenance`.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct ArtifactView {
         pub name: String,
         pub step: String,
@@ -92,21 +97,21 @@ pub mod v1 {
 
     /// `POST /v1/join` (TLS, no client certificate): a worker exchanges a one-time join token
     /// and a PKCS#10 CSR (its private key never leaves it) for a client certificate.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct JoinRequest {
         pub token: String,
         pub csr_pem: String,
     }
 
     /// `POST /v1/renew` (mutual TLS): a new certificate for the caller's identity, for a new CSR.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct RenewRequest {
         pub csr_pem: String,
     }
 
     /// The answer to [`JoinRequest`] and [`RenewRequest`]: a client certificate whose URI SAN is
     /// `spiffe://kiln/worker/<identity>`, valid over `[not_before, not_after)` (unix seconds).
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct Enrolled {
         pub identity: String,
         pub cert_pem: String,
@@ -116,7 +121,7 @@ pub mod v1 {
     }
 
     /// `POST /v1/workers`: a worker announces itself.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct RegisterWorker {
         pub name: String,
         pub slots: u32,
@@ -125,14 +130,14 @@ pub mod v1 {
     }
 
     /// The answer to [`RegisterWorker`].
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct WorkerRegistered {
         pub worker_id: String,
     }
 
     /// `POST /v1/leases`: a worker with a free slot asks for a step. `204 No Content` when
     /// nothing is ready, at once or, with `wait_ms`, after waiting that long for a step.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct LeaseRequest {
         pub worker_id: String,
         /// How long the controller may hold the request open until a step is ready (a long
@@ -142,7 +147,7 @@ pub mod v1 {
     }
 
     /// A step handed to one worker until `deadline`, which heartbeats extend.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct Lease {
         pub lease_id: String,
         /// Seconds the lease lives without a heartbeat.
@@ -151,7 +156,7 @@ pub mod v1 {
     }
 
     /// `POST /v1/leases/{lease_id}/heartbeat`; `409 Conflict` once the lease is gone.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct Heartbeat {
         pub worker_id: String,
     }
@@ -161,7 +166,7 @@ pub mod v1 {
     /// or was never this worker's: the report is refused and the step runs elsewhere.
     ///
     /// Answered `204 No Content`, or with `claim_next` a `200` [`ReportAnswer`].
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct StepReport {
         pub worker_id: String,
         pub record: StepRecord,
@@ -172,9 +177,9 @@ pub mod v1 {
 
     /// The answer to an accepted (or already accepted) [`StepReport`] with `claim_next`: what
     /// `POST /v1/leases` would have handed this worker, saving that round trip.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
     pub struct ReportAnswer {
-        /// The worker's next lease; `None` when nothing is ready for it (or the claim failed:
+        /// The worker's next lease; `null` when nothing is ready for it (or the claim failed:
         /// the worker then claims as usual).
         pub next: Option<Lease>,
     }

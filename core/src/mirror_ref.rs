@@ -95,6 +95,28 @@ impl serde::Serialize for MirrorRef {
     }
 }
 
+/// What [`serde::Serialize`] emits: `NAME@VERSION`, with the limits [`FromStr`] enforces.
+impl schemars::JsonSchema for MirrorRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MirrorRef".into()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        concat!(module_path!(), "::MirrorRef").into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A pinned mirror entry, `NAME@VERSION` with an exact version.",
+            "type": "string",
+            "pattern": PATTERN,
+        })
+    }
+}
+
+/// [`valid_name`] `@` [`valid_version`], as one regular expression.
+const PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,127}@[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$";
+
 impl<'de> serde::Deserialize<'de> for MirrorRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?

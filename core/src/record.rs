@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{MirrorInput, Sha256Digest, StagedInput};
 
 /// One output file, published into the store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputRecord {
     /// Path relative to `/out`, with `/` separators and no `..`.
     pub path: String,
@@ -19,7 +20,7 @@ pub struct OutputRecord {
 }
 
 /// How the step's process ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum ExitRecord {
     Exited {
@@ -49,14 +50,14 @@ impl ExitRecord {
 }
 
 /// The step's captured stdout and stderr.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LogRecord {
     pub sha256: Sha256Digest,
     pub size: u64,
 }
 
 /// The sandbox settings the step ran under.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SandboxRecord {
     pub namespaces: Vec<String>,
     pub network: String,
@@ -75,7 +76,7 @@ pub struct SandboxRecord {
 }
 
 /// What the whole step (every process it started) used, read from its cgroup.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UsageRecord {
     pub peak_memory_bytes: u64,
     /// User plus system CPU time.
@@ -89,7 +90,7 @@ pub struct UsageRecord {
 /// throttling, a full scratch tmpfs or `/out` (the step sees ENOSPC), rlimits, and seccomp
 /// denials (the filter returns EPERM; the kernel offers no per-filter counter without
 /// user-notification, which would put the worker in every denied call's path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum LimitEventRecord {
     MemoryLimit { limit_bytes: u64 },
@@ -98,7 +99,7 @@ pub enum LimitEventRecord {
 }
 
 /// The resource limits a step ran under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LimitsRecord {
     pub memory_bytes: u64,
     pub pids: u64,
@@ -108,7 +109,7 @@ pub struct LimitsRecord {
 }
 
 /// Everything recorded about one executed step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StepRecord {
     pub run_id: String,
     pub step: String,
@@ -119,8 +120,10 @@ pub struct StepRecord {
     pub outputs: Vec<OutputRecord>,
     pub exit: ExitRecord,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub started_on: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub finished_on: OffsetDateTime,
     pub log: LogRecord,
     pub sandbox: SandboxRecord,

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{MirrorRef, OutputRecord, Sha256Digest};
 
 /// How a mirror blob is presented to a step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum BlobKind {
     /// A single file, staged as `/in/<input>/<file_name>`.
@@ -20,7 +21,7 @@ pub enum BlobKind {
 }
 
 /// A mirror entry resolved to its digest when the run was accepted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MirrorInput {
     pub reference: MirrorRef,
     pub sha256: Sha256Digest,
@@ -30,7 +31,7 @@ pub struct MirrorInput {
 
 /// A git source resolved when the run was accepted: one commit of a git mirror, exported as a
 /// deterministic tree into the store and staged read-only at `/src/<name>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GitInput {
     /// The git mirror's name (`kiln mirror git add --name`).
     pub mirror: String,
@@ -49,7 +50,7 @@ pub struct GitInput {
 }
 
 /// The allowed signer whose SSH signature on a commit verified.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GitSigner {
     /// The principal of the allowed-signers line that matched, e.g. an email address.
     pub principal: String,
@@ -58,7 +59,7 @@ pub struct GitSigner {
 }
 
 /// Where a staged input comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "source")]
 pub enum InputSource {
     /// A vetted mirror entry.
@@ -74,7 +75,7 @@ pub enum InputSource {
 
 /// One input as the step sees it: read-only at `/in/<mount_name>` (`/src/<mount_name>` for a
 /// git source).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StagedInput {
     pub mount_name: String,
     #[serde(flatten)]
@@ -82,7 +83,7 @@ pub struct StagedInput {
 }
 
 /// Everything a worker needs to run one step, and nothing it may choose for itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StepSpec {
     /// The run this step belongs to (a UUID v7).
     pub run_id: String,
@@ -104,7 +105,7 @@ pub struct StepSpec {
 }
 
 /// Per-step resource limits a pipeline may ask for (`resources:` in the YAML).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -26,9 +27,12 @@ pub const COMPLETE_HEADER: &str = "kiln-log-complete";
 /// The log offset of the body's first byte.
 pub const OFFSET_HEADER: &str = "kiln-log-offset";
 
-#[derive(Deserialize)]
+/// The query of [`append`]; docs/openapi.json lists its fields as the route's parameters.
+#[derive(Deserialize, JsonSchema)]
 pub struct AppendQuery {
+    /// The worker id that holds the lease.
     worker: String,
+    /// The log offset of the body's first byte.
     offset: u64,
 }
 
@@ -85,8 +89,10 @@ pub async fn append(
     })
 }
 
-#[derive(Deserialize)]
+/// The query of [`read`]; docs/openapi.json lists its fields as the route's parameters.
+#[derive(Deserialize, JsonSchema)]
 pub struct ReadQuery {
+    /// The first byte of the log to answer (default 0); past the end, an empty body.
     #[serde(default)]
     offset: u64,
 }

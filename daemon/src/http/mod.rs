@@ -14,6 +14,9 @@
 //! `/healthz`, `/readyz` and `/metrics` ([`health`]) are open in both modes: no token, no
 //! client certificate.
 //!
+//! [`openapi`] describes every route here as OpenAPI 3.1 (docs/openapi.json); a route added
+//! here without an entry there fails daemon/tests/openapi.rs.
+//!
 //! Deliberately absent in this increment: log streaming while a step runs.
 
 mod blobs;
@@ -21,6 +24,7 @@ pub mod enroll;
 mod error;
 mod health;
 mod logs;
+pub mod openapi;
 pub mod teams;
 pub mod tls;
 
