@@ -851,10 +851,10 @@ impl Dispatcher {
 
     /// A run as the API shows it.
     pub async fn run_view(&self, run_id: &str) -> Result<Option<v1::RunView>, StateError> {
-        let Some(detail) = self.controller.state().run_detail(run_id).await? else {
+        let Some(status) = self.controller.state().run_status(run_id).await? else {
             return Ok(None);
         };
-        Ok(Some(view(detail)))
+        Ok(Some(view(status)))
     }
 
     /// Every run, newest first.
@@ -877,33 +877,25 @@ fn not_current(lease_id: &str, worker_id: &str) -> LeaseError {
 }
 
 /// The versioned view of a stored run: the API boundary.
-fn view(detail: crate::state::RunDetail) -> v1::RunView {
-    let run_state = match detail.state.as_str() {
+fn view(status: crate::state::RunStatus) -> v1::RunView {
+    let run_state = match status.state.as_str() {
         "succeeded" => v1::RunState::Succeeded,
         "failed" => v1::RunState::Failed,
         "cancelled" => v1::RunState::Cancelled,
         _ => v1::RunState::Running,
     };
-    let artifacts = detail
+    let artifacts = status
         .artifacts
-        .iter()
-        .map(|(name, step, path, sha256)| {
-            let output = detail
-                .steps
-                .iter()
-                .find(|s| &s.name == step)
-                .and_then(|s| s.record.as_ref())
-                .and_then(|r| r.outputs.iter().find(|o| &o.path == path));
-            v1::ArtifactView {
-                name: name.clone(),
-                step: step.clone(),
-                sha256: *sha256,
-                size: output.map_or(0, |o| o.size),
-                executable: output.is_some_and(|o| o.executable),
-            }
+        .into_iter()
+        .map(|a| v1::ArtifactView {
+            name: a.name,
+            step: a.step,
+            sha256: a.sha256,
+            size: a.size,
+            executable: a.executable,
         })
         .collect();
-    let steps = detail
+    let steps = status
         .steps
         .into_iter()
         .map(|s| {
@@ -915,8 +907,8 @@ fn view(detail: crate::state::RunDetail) -> v1::RunView {
                 "cancelled" => v1::StepState::Cancelled,
                 _ => v1::StepState::Pending,
             };
-            let exit = match (s.record, s.reason) {
-                (Some(record), _) => Some(record.exit),
+            let exit = match (s.exit, s.reason) {
+                (Some(exit), _) => Some(exit),
                 (None, Some(reason)) if state == v1::StepState::Failed => {
                     Some(ExitRecord::Failed { reason })
                 }
@@ -932,11 +924,11 @@ fn view(detail: crate::state::RunDetail) -> v1::RunView {
         })
         .collect();
     v1::RunView {
-        id: detail.id,
-        pipeline_name: detail.pipeline_name,
+        id: status.id,
+        pipeline_name: status.pipeline_name,
         state: run_state,
-        started_at: detail.started_at,
-        finished_at: detail.finished_at,
+        started_at: status.started_at,
+        finished_at: status.finished_at,
         steps,
         artifacts,
     }

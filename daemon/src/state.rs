@@ -20,8 +20,8 @@ pub use database::{Backend, Database, DatabaseUrlError};
 pub use git_mirrors::{GitMirror, GitMirrorBinding};
 
 pub use leases::{
-    Claimed, ExpiredLease, LeaseStatus, NewWorker, NextLease, ReportOutcome, RunDetail, StepDetail,
-    SubmittedRun,
+    ArtifactStatus, Claimed, ExpiredLease, LeaseStatus, NewWorker, NextLease, ReportOutcome,
+    RunDetail, RunStatus, StepDetail, StepStatus, SubmittedRun,
 };
 pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
 pub use step_log::{StoredCheckpoint, StoredEntry, TreeError};

@@ -16,7 +16,7 @@ use kiln_core::{
     ExitRecord, LimitsRecord, LogRecord, MirrorRef, OutputRecord, SandboxRecord, Sha256Digest,
     StepRecord, StepSpec, UsageRecord,
 };
-use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::testing::{TestDatabase, tamper};
 use kiln_daemon::state::{Backend, Database};
 use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
 use time::OffsetDateTime;
@@ -460,6 +460,46 @@ kiln_daemon::backend_tests! {
     #[tokio::test] a_report_that_frees_two_steps_wakes_a_waiting_claim;
     #[tokio::test] a_report_that_claims_the_one_step_it_freed_wakes_nobody;
     #[tokio::test] stopping_answers_a_waiting_claim_at_once;
+    #[tokio::test] a_run_view_shows_the_exits_of_records_written_before_schema_14;
+}
+
+async fn a_run_view_shows_the_exits_of_records_written_before_schema_14(backend: Backend) {
+    let env = Env::new(backend).await;
+    let run = env.submit_ok(PAIR).await;
+    let w = env.register("w").await;
+    let a = env.claim(&w).await.expect("a is ready");
+    let record = env.record(&a.spec, 3, &[("x", b"from a")]).await;
+    let exit = record.exit.clone();
+    assert_eq!(env.report(&a, &w, record).await, StatusCode::NO_CONTENT);
+    let view = env.run(&run.id).await;
+    assert_eq!(step(&view, "a").exit.as_ref(), Some(&exit));
+    let state = env
+        .server
+        .as_ref()
+        .unwrap()
+        .dispatcher()
+        .controller()
+        .state();
+    // A row without the column (an older daemon wrote it): the exit comes from the record.
+    assert_eq!(
+        tamper(state, "UPDATE step_records SET exit_json = NULL").await,
+        1
+    );
+    assert_eq!(env.run(&run.id).await, view);
+    // Schema 14's backfill, as it runs on a database made before it, fills the column in.
+    let migration = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0014_step_exit.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0014_step_exit.sql"),
+    };
+    let backfill = migration.lines().find(|l| l.starts_with("UPDATE")).unwrap();
+    assert_eq!(tamper(state, backfill).await, 1);
+    let filled = "UPDATE step_records SET exit_status = exit_status WHERE exit_json IS NOT NULL";
+    assert_eq!(tamper(state, filled).await, 1);
+    assert_eq!(
+        env.run(&run.id).await,
+        view,
+        "read from the backfilled column"
+    );
 }
 
 /// The longest a claim waits: one answered sooner was woken (these tests never recheck).

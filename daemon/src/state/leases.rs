@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use kiln_core::{Sha256Digest, StepRecord};
+use kiln_core::{ExitRecord, Sha256Digest, StepRecord};
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -178,6 +179,44 @@ pub struct StepDetail {
 
 fn deadline(now: OffsetDateTime, ttl: Duration) -> i64 {
     millis(now).saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A run as a client polls it ([`State::run_status`]): each step's state and exit, without
+/// its whole record.
+#[derive(Clone, Debug)]
+pub struct RunStatus {
+    pub id: String,
+    pub pipeline_name: String,
+    pub state: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub steps: Vec<StepStatus>,
+    pub artifacts: Vec<ArtifactStatus>,
+}
+
+/// One step of a [`RunStatus`].
+#[derive(Clone, Debug)]
+pub struct StepStatus {
+    pub name: String,
+    pub state: String,
+    pub attempts: u32,
+    pub worker_id: Option<String>,
+    /// Why it failed or was skipped without a record.
+    pub reason: Option<String>,
+    /// From its record, once it has one.
+    pub exit: Option<ExitRecord>,
+}
+
+/// A published artifact of a [`RunStatus`], with the size and mode its step's record gives
+/// the output (0 and not executable if the record names no such output).
+#[derive(Clone, Debug)]
+pub struct ArtifactStatus {
+    pub name: String,
+    pub step: String,
+    pub path: String,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub executable: bool,
 }
 
 fn parse_record(json: &str) -> Result<StepRecord, StateError> {
@@ -765,6 +804,68 @@ impl State {
             .map_err(query_err("list runs"))
     }
 
+    /// A run as a client polls it: its steps in pipeline order with their exits, and its
+    /// artifacts. Unlike [`Self::run_detail`] it reads no whole record but the artifacts' steps'.
+    pub async fn run_status(&self, run_id: &str) -> Result<Option<RunStatus>, StateError> {
+        let row = sqlx::query(
+            "SELECT id, pipeline_name,
+                    CASE WHEN cancelled_at IS NULL THEN state ELSE 'cancelled' END,
+                    started_at, finished_at
+             FROM runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(query_err("look up run"))?;
+        let Some(r) = row else { return Ok(None) };
+        let steps = sqlx::query(
+            "SELECT s.name,
+                    CASE WHEN s.state = 'skipped' AND s.reason = 'cancelled' THEN 'cancelled'
+                         ELSE s.state END,
+                    s.attempts, s.worker_id, s.reason, r.exit_json,
+                    CASE WHEN r.exit_json IS NULL THEN r.record_json END
+             FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
+             WHERE s.run_id = $1 ORDER BY s.position",
+        )
+        .bind(run_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_err("list steps"))?
+        .iter()
+        .map(|s| {
+            Ok(StepStatus {
+                name: s.get(0),
+                state: s.get(1),
+                attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                worker_id: s.get(3),
+                reason: s.get(4),
+                exit: parse_exit(s.get(5), s.get(6))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StateError>>()?;
+        let artifacts = sqlx::query(
+            "SELECT a.name, a.step, a.path, a.sha256, r.record_json
+             FROM artifacts a LEFT JOIN step_records r ON r.run_id = a.run_id AND r.step = a.step
+             WHERE a.run_id = $1 ORDER BY a.name",
+        )
+        .bind(run_id)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(query_err("list artifacts"))?
+        .iter()
+        .map(artifact_status)
+        .collect::<Result<Vec<_>, StateError>>()?;
+        Ok(Some(RunStatus {
+            id: r.get(0),
+            pipeline_name: r.get(1),
+            state: r.get(2),
+            started_at: r.get(3),
+            finished_at: r.get(4),
+            steps,
+            artifacts,
+        }))
+    }
+
     /// A run with its steps (in pipeline order, with their records) and artifacts.
     pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>, StateError> {
         let row = sqlx::query(
@@ -831,6 +932,43 @@ impl State {
     }
 }
 
+/// An artifacts row joined with its step's record (`name, step, path, sha256, record_json`).
+fn artifact_status(row: &AnyRow) -> Result<ArtifactStatus, StateError> {
+    let path: String = row.get(2);
+    let sha256 = Sha256Digest::from_str(&row.get::<String, _>(3))
+        .map_err(|e| corrupt("artifact")(e.to_string()))?;
+    let record = row
+        .get::<Option<String>, _>(4)
+        .map(|j| parse_record(&j))
+        .transpose()?;
+    let output = record
+        .as_ref()
+        .and_then(|r| r.outputs.iter().find(|o| o.path == path));
+    Ok(ArtifactStatus {
+        name: row.get(0),
+        step: row.get(1),
+        size: output.map_or(0, |o| o.size),
+        executable: output.is_some_and(|o| o.executable),
+        path,
+        sha256,
+    })
+}
+
+/// A step's exit as [`State::run_status`] reads it: its own column, or (in a row an older
+/// daemon wrote) the record's.
+fn parse_exit(
+    exit_json: Option<String>,
+    record_json: Option<String>,
+) -> Result<Option<ExitRecord>, StateError> {
+    match (exit_json, record_json) {
+        (Some(exit), _) => serde_json::from_str(&exit)
+            .map(Some)
+            .map_err(|e| corrupt("step exit")(e.to_string())),
+        (None, Some(record)) => parse_record(&record).map(|r| Some(r.exit)),
+        (None, None) => Ok(None),
+    }
+}
+
 pub(super) async fn insert_record(
     tx: &mut AnyConnection,
     record: &StepRecord,
@@ -838,8 +976,8 @@ pub(super) async fn insert_record(
 ) -> Result<(), StateError> {
     let exit = serde_json::to_value(&record.exit).expect("an ExitRecord always serialises");
     sqlx::query(
-        "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO step_records (run_id, step, exit_status, rootfs_sha256, log_sha256, started_at, finished_at, record_json, exit_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&record.run_id)
     .bind(&record.step)
@@ -849,6 +987,7 @@ pub(super) async fn insert_record(
     .bind(rfc3339(record.started_on))
     .bind(rfc3339(record.finished_on))
     .bind(json)
+    .bind(exit.to_string())
     .execute(&mut *tx)
     .await
     .map_err(query_err("insert step record"))?;
