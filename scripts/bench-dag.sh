@@ -17,7 +17,8 @@
 #
 # usage: [REPS=3] [N=1000] [SLOTS=2] [QUEUE=10000] [KILN=path/to/kiln] bash scripts/bench-dag.sh
 # (KILN skips the release build and uses that binary; DAEMON_LOG sets the daemon's KILN_LOG filter,
-# e.g. info,sqlx=debug to see every statement.)
+# e.g. info,sqlx=debug to see every statement; WORKER_LOG the workers', by default
+# info,kiln_worker=debug, whose per-lease timings make the "where the time goes" tables.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -134,7 +135,7 @@ for _ in $(seq 300); do
 done
 [[ -n "$url" ]] || { cat "$scratch/daemon.log" >&2; echo "bench-dag: the daemon did not start" >&2; exit 1; }
 for w in 1 2; do
-  KILN_LOG=info,kiln_worker=debug setsid "$kiln" --data-dir "$scratch/worker-$w" worker \
+  KILN_LOG=${WORKER_LOG:-info,kiln_worker=debug} setsid "$kiln" --data-dir "$scratch/worker-$w" worker \
     --controller "$url" --name "bench-$w" --slots "$SLOTS" --host-ids "$((1400000 + 1000 * w)):$((SLOTS + 2))" \
     >"$scratch/worker-$w.out" 2>"$scratch/worker-$w.log" </dev/null &
   pgids+=($!)
