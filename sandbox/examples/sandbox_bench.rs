@@ -60,7 +60,7 @@ fn spec(rootfs: PathBuf, out_dir: PathBuf) -> SandboxSpec {
     SandboxSpec {
         rootfs,
         inputs: Vec::new(),
-        out_dir,
+        out_dir: Some(out_dir),
         scratch_bytes: 64 << 20,
         argv: vec!["/bin/true".into()],
         env: BTreeMap::from([("PATH".into(), "/bin".into())]),

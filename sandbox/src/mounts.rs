@@ -155,10 +155,13 @@ pub fn plan(spec: &SandboxSpec) -> Vec<MountOp> {
             target: root.path().into(),
         });
     }
-    ops.push(MountOp::Bind {
-        src: spec.out_dir.clone(),
-        target: "/out".into(),
-        kind: BindKind::ReadWrite,
+    ops.push(match &spec.out_dir {
+        Some(out_dir) => MountOp::Bind {
+            src: out_dir.clone(),
+            target: "/out".into(),
+            kind: BindKind::ReadWrite,
+        },
+        None => tmpfs("/out", spec.scratch_bytes, 0o755, owner, true),
     });
     ops.push(tmpfs("/work", spec.scratch_bytes, 0o755, owner, true));
     ops.push(tmpfs("/tmp", spec.scratch_bytes, 0o1777, owner, true));
@@ -530,6 +533,34 @@ mod tests {
             target: "/in/src".into(),
             kind: BindKind::ReadOnly
         }));
+    }
+
+    #[test]
+    fn without_an_out_dir_out_is_a_scratch_tmpfs_and_nothing_is_writable_on_the_host() {
+        let mut spec = example();
+        spec.out_dir = None;
+        let ops = plan(&spec);
+        assert!(
+            !ops.iter().any(|op| matches!(
+                op,
+                MountOp::Bind {
+                    kind: BindKind::ReadWrite,
+                    ..
+                }
+            )),
+            "{ops:?}"
+        );
+        let out = ops.iter().find(|op| op.target() == Path::new("/out"));
+        assert_eq!(
+            out,
+            Some(&MountOp::Tmpfs {
+                target: "/out".into(),
+                size: spec.scratch_bytes,
+                mode: 0o755,
+                owner: Some((spec.ids.host_uid, spec.ids.host_gid)),
+                exec: true,
+            })
+        );
     }
 
     #[test]

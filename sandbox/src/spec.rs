@@ -25,8 +25,10 @@ pub struct SandboxSpec {
     /// Host directories mounted read-only at `/in/<name>`.
     pub inputs: Vec<InputMount>,
     /// Host directory mounted read-write at `/out`; the only writable path that persists. It
-    /// must be writable by [`IdMap::host_uid`].
-    pub out_dir: PathBuf,
+    /// must be writable by [`IdMap::host_uid`]. `None` for a step that declares no outputs:
+    /// its `/out` is then a tmpfs of `scratch_bytes` like `/work`, gone with the sandbox, so
+    /// the worker mounts and reads nothing for it.
+    pub out_dir: Option<PathBuf>,
     /// Size cap, in bytes, of each of the tmpfs at `/work` (the working directory) and `/tmp`.
     pub scratch_bytes: u64,
     /// The command, e.g. `["/bin/sh", "-c", "make"]`; `argv[0]` is a path inside the rootfs.
@@ -194,7 +196,9 @@ impl SandboxSpec {
             }),
         };
         absolute("rootfs", &self.rootfs)?;
-        absolute("out_dir", &self.out_dir)?;
+        if let Some(out_dir) = &self.out_dir {
+            absolute("out_dir", out_dir)?;
+        }
         let mut seen = BTreeSet::new();
         for input in &self.inputs {
             absolute("input source", &input.source)?;
@@ -236,7 +240,7 @@ pub(crate) mod tests {
                 name: "src".into(),
                 root: MountRoot::In,
             }],
-            out_dir: "/data/out".into(),
+            out_dir: Some("/data/out".into()),
             scratch_bytes: 1 << 20,
             argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: BTreeMap::from([("PATH".into(), "/bin".into())]),

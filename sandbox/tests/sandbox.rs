@@ -133,6 +133,25 @@ fn out_is_writable_and_reaches_the_host_owned_by_the_mapped_uid() {
 }
 
 #[test]
+fn without_an_out_dir_out_is_scratch_that_never_reaches_the_host() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&format!(
+        "echo result > /out/result.txt && echo written; \
+         dd if=/dev/zero of=/out/big bs=1024 count={} 2>/dev/null || echo big-refused",
+        SCRATCH / 1024 * 2
+    ));
+    spec.out_dir = None;
+    let (report, log) = f.run(&spec).unwrap();
+    assert_eq!(report.outcome, Outcome::Exited(0), "{log}");
+    assert_eq!(log, "written\nbig-refused\n");
+    assert_eq!(
+        fs::read_dir(&f.out).unwrap().count(),
+        0,
+        "the host's out dir is untouched"
+    );
+}
+
+#[test]
 fn work_and_tmp_are_writable_and_capped() {
     let f = Fixture::new();
     let kib = SCRATCH / 1024;

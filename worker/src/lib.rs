@@ -290,7 +290,9 @@ impl Inner {
         }
         let log = self.store_log(log.as_ref());
         let logged_at = Instant::now();
-        self.cleaner.remove(dir);
+        if !spec.outputs.is_empty() {
+            self.cleaner.remove(dir);
+        }
         if let Some(p) = &executed.phases {
             tracing::debug!(step = %spec.step, run = %spec.run_id, sandbox_us = p.sandbox_us,
                 setup_us = p.setup_us, command_us = p.command_us, collect_us = p.collect_us,
@@ -359,7 +361,7 @@ impl Inner {
         host_id: u32,
         rootfs: PathBuf,
         inputs: Vec<kiln_sandbox::InputMount>,
-        out_dir: PathBuf,
+        out_dir: Option<PathBuf>,
     ) -> SandboxSpec {
         SandboxSpec {
             rootfs,
@@ -388,8 +390,6 @@ impl Inner {
         log: &StepLog,
         tap: Option<LogTap>,
     ) -> Result<Executed, StepError> {
-        let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir).map_err(prepare(dir))?;
         if let (Some(tap), Ok(reader)) = (tap, log.reader()) {
             let _ = tap.send(reader);
         }
@@ -398,12 +398,14 @@ impl Inner {
             .rootfs(&spec.rootfs.sha256)
             .map_err(|e| StepError::Rootfs(Box::new(e)))?;
         let inputs = stage::stage_inputs(&self.store, &spec.inputs)?;
-        let out_dir = dir.join("out");
-        fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
-        // Unmounted when this function returns, after the outputs are collected.
-        let _out_fs = Tmpfs::out(&out_dir, self.config.max_output_bytes, slot.host_id)
-            .map_err(prepare(&out_dir))?;
-        let sandbox_spec = self.sandbox_spec(spec, slot.host_id, rootfs, inputs, out_dir.clone());
+        // Unmounted when this function returns, after the outputs are collected. A step that
+        // declares no outputs gets a `/out` of the sandbox's own instead (see `SandboxSpec`).
+        let out = match spec.outputs.is_empty() {
+            true => None,
+            false => Some(self.out_fs(dir, slot)?),
+        };
+        let out_dir = out.as_ref().map(|(dir, _)| dir.clone());
+        let sandbox_spec = self.sandbox_spec(spec, slot.host_id, rootfs, inputs, out_dir);
         let description = kiln_sandbox::describe(&sandbox_spec);
         let record =
             self.sandbox_record(spec, slot.host_id, &sandbox_spec.limits, Some(description));
@@ -412,15 +414,14 @@ impl Inner {
         let report = self.run_sandbox(&sandbox_spec, log.writer().map_err(StepError::Log)?)?;
         let sandbox_us = sandbox_started.elapsed().as_micros();
         let exit = exit_record(&report, spec.timeout_secs);
-        let collected = if exit.success() {
-            collect::collect(
-                &out_dir,
+        let collected = match &out {
+            Some((out_dir, _)) if exit.success() => collect::collect(
+                out_dir,
                 &spec.outputs,
                 &self.store,
                 self.config.max_output_bytes,
-            )
-        } else {
-            Ok(Vec::new())
+            ),
+            _ => Ok(Vec::new()),
         };
         let collected_at = Instant::now();
         let (exit, outputs) = match collected {
@@ -450,6 +451,17 @@ impl Inner {
                 collected: collected_at,
             }),
         })
+    }
+
+    /// A fresh staging directory `dir` with the step's `/out` tmpfs mounted in it.
+    fn out_fs(&self, dir: &Path, slot: &Slot<'_>) -> Result<(PathBuf, Tmpfs), StepError> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(prepare(dir))?;
+        let out_dir = dir.join("out");
+        fs::create_dir(&out_dir).map_err(prepare(&out_dir))?;
+        let mounted = Tmpfs::out(&out_dir, self.config.max_output_bytes, slot.host_id)
+            .map_err(prepare(&out_dir))?;
+        Ok((out_dir, mounted))
     }
 
     fn sandbox_record(

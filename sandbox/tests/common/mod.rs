@@ -87,7 +87,7 @@ impl Fixture {
                 name: "src".into(),
                 root: MountRoot::In,
             }],
-            out_dir: self.out.clone(),
+            out_dir: Some(self.out.clone()),
             scratch_bytes: SCRATCH,
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: BTreeMap::from([("PATH".into(), "/bin".into())]),
