@@ -261,7 +261,8 @@ for shape in flat chain; do
     "$(py median ${total[ctxt-kiln-$shape]})" "$(py median ${total[ctxt-ninja-$shape]})"
 done
 for shape in flat chain; do
-  echo "kiln $shape, per lease (worker clocks; run_step = stage + sandbox + collect + store log):"
+  echo "kiln $shape, per lease (worker clocks; run_step = stage + sandbox + collect + store log;"
+  echo "  claim = a claim of its own, a long poll: it includes the wait for the run's submission):"
   py phases "$scratch/phases-$shape-1.log" "$scratch/phases-$shape-2.log"
 done
 
@@ -295,7 +296,7 @@ if ((QUEUE > 0)); then
   echo "  report of the worker's previous step) to the lease it hands out; most leases come in"
   echo "  a report's answer, so the worker sees no claim round trip of its own for them:"
   py claims "$scratch/queue-daemon.log"
-  echo "  worker phases (claim = a claim round trip of its own; ready_to_sandbox = from asking for"
+  echo "  worker phases (claim = a claim of its own, including its wait; ready_to_sandbox = from asking for"
   echo "  the step, or from the arrival of a lease a report carried, to the sandbox starting it):"
   py phases --by-tenth "$scratch/queue-1.log" "$scratch/queue-2.log"
 fi
