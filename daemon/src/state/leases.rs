@@ -152,6 +152,26 @@ pub struct SubmittedRun {
     pub started_at: OffsetDateTime,
 }
 
+/// The first columns of a run's steps as its views read them: name, state (`cancelled` for a
+/// step skipped by a cancel), attempts, worker, reason; `steps_of_run!` ends the query.
+macro_rules! step_columns {
+    () => {
+        "SELECT s.name,
+                CASE WHEN s.state = 'skipped' AND s.reason = 'cancelled' THEN 'cancelled'
+                     ELSE s.state END,
+                s.attempts, s.worker_id, s.reason"
+    };
+}
+
+/// The rest of a [`step_columns!`] query: every step of run `$1` with its record, if any, in
+/// pipeline order.
+macro_rules! steps_of_run {
+    () => {
+        " FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
+          WHERE s.run_id = $1 ORDER BY s.position"
+    };
+}
+
 /// A run with its steps and artifacts, as the API shows it.
 #[derive(Clone, Debug)]
 pub struct RunDetail {
@@ -804,10 +824,10 @@ impl State {
             .map_err(query_err("list runs"))
     }
 
-    /// A run as a client polls it: its steps in pipeline order with their exits, and its
-    /// artifacts. Unlike [`Self::run_detail`] it reads no whole record but the artifacts' steps'.
-    pub async fn run_status(&self, run_id: &str) -> Result<Option<RunStatus>, StateError> {
-        let row = sqlx::query(
+    /// The run's own columns as its views show them: id, pipeline name, state (`cancelled` for
+    /// a cancelled run), started at, finished at.
+    async fn run_head(&self, run_id: &str) -> Result<Option<AnyRow>, StateError> {
+        sqlx::query(
             "SELECT id, pipeline_name,
                     CASE WHEN cancelled_at IS NULL THEN state ELSE 'cancelled' END,
                     started_at, finished_at
@@ -816,17 +836,20 @@ impl State {
         .bind(run_id)
         .fetch_optional(&self.readers)
         .await
-        .map_err(query_err("look up run"))?;
-        let Some(r) = row else { return Ok(None) };
-        let steps = sqlx::query(
-            "SELECT s.name,
-                    CASE WHEN s.state = 'skipped' AND s.reason = 'cancelled' THEN 'cancelled'
-                         ELSE s.state END,
-                    s.attempts, s.worker_id, s.reason, r.exit_json,
-                    CASE WHEN r.exit_json IS NULL THEN r.record_json END
-             FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
-             WHERE s.run_id = $1 ORDER BY s.position",
-        )
+        .map_err(query_err("look up run"))
+    }
+
+    /// A run as a client polls it: its steps in pipeline order with their exits, and its
+    /// artifacts. Unlike [`Self::run_detail`] it reads no whole record but the artifacts' steps'.
+    pub async fn run_status(&self, run_id: &str) -> Result<Option<RunStatus>, StateError> {
+        let Some(r) = self.run_head(run_id).await? else {
+            return Ok(None);
+        };
+        let steps = sqlx::query(concat!(
+            step_columns!(),
+            ", r.exit_json, CASE WHEN r.exit_json IS NULL THEN r.record_json END",
+            steps_of_run!()
+        ))
         .bind(run_id)
         .fetch_all(&self.readers)
         .await
@@ -868,44 +891,29 @@ impl State {
 
     /// A run with its steps (in pipeline order, with their records) and artifacts.
     pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>, StateError> {
-        let row = sqlx::query(
-            "SELECT id, pipeline_name,
-                    CASE WHEN cancelled_at IS NULL THEN state ELSE 'cancelled' END,
-                    started_at, finished_at
-             FROM runs WHERE id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(query_err("look up run"))?;
-        let Some(r) = row else { return Ok(None) };
-        let steps = sqlx::query(
-            "SELECT s.name,
-                    CASE WHEN s.state = 'skipped' AND s.reason = 'cancelled' THEN 'cancelled'
-                         ELSE s.state END,
-                    s.attempts, s.worker_id, s.reason, r.record_json
-             FROM steps s LEFT JOIN step_records r ON r.run_id = s.run_id AND r.step = s.name
-             WHERE s.run_id = $1 ORDER BY s.position",
-        )
-        .bind(run_id)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(query_err("list steps"))?
-        .iter()
-        .map(|s| {
-            Ok(StepDetail {
-                name: s.get(0),
-                state: s.get(1),
-                attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
-                worker_id: s.get(3),
-                reason: s.get(4),
-                record: s
-                    .get::<Option<String>, _>(5)
-                    .map(|j| parse_record(&j))
-                    .transpose()?,
+        let Some(r) = self.run_head(run_id).await? else {
+            return Ok(None);
+        };
+        let steps = sqlx::query(concat!(step_columns!(), ", r.record_json", steps_of_run!()))
+            .bind(run_id)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(query_err("list steps"))?
+            .iter()
+            .map(|s| {
+                Ok(StepDetail {
+                    name: s.get(0),
+                    state: s.get(1),
+                    attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                    worker_id: s.get(3),
+                    reason: s.get(4),
+                    record: s
+                        .get::<Option<String>, _>(5)
+                        .map(|j| parse_record(&j))
+                        .transpose()?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, StateError>>()?;
+            .collect::<Result<Vec<_>, StateError>>()?;
         let artifacts = sqlx::query(
             "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
         )
