@@ -907,7 +907,7 @@ fn view(status: crate::state::RunStatus) -> v1::RunView {
                 "cancelled" => v1::StepState::Cancelled,
                 _ => v1::StepState::Pending,
             };
-            let exit = match (s.exit, s.reason) {
+            let exit = match (s.record, s.reason) {
                 (Some(exit), _) => Some(exit),
                 (None, Some(reason)) if state == v1::StepState::Failed => {
                     Some(ExitRecord::Failed { reason })

@@ -21,7 +21,7 @@ pub use git_mirrors::{GitMirror, GitMirrorBinding};
 
 pub use leases::{
     ArtifactStatus, Claimed, ExpiredLease, LeaseStatus, NewWorker, NextLease, ReportOutcome,
-    RunDetail, RunStatus, StepDetail, StepStatus, SubmittedRun,
+    RunDetail, RunStatus, StepDetail, SubmittedRun,
 };
 pub use live_logs::{LiveAppend, LiveLog, StepLogSource};
 pub use step_log::{StoredCheckpoint, StoredEntry, TreeError};

@@ -172,59 +172,39 @@ macro_rules! steps_of_run {
     };
 }
 
-/// A run with its steps and artifacts, as the API shows it.
+/// A run with its steps (in pipeline order) and artifacts, as its views read it. `T` is what
+/// each step carries from its record: the whole [`StepRecord`] ([`State::run_detail`]) or only
+/// its exit ([`RunStatus`]); `A` is one artifact.
 #[derive(Clone, Debug)]
-pub struct RunDetail {
+pub struct RunDetail<T = StepRecord, A = (String, String, String, Sha256Digest)> {
     pub id: String,
     pub pipeline_name: String,
     pub state: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub steps: Vec<StepDetail>,
-    /// (name, step, path, sha256)
-    pub artifacts: Vec<(String, String, String, Sha256Digest)>,
+    pub steps: Vec<StepDetail<T>>,
+    /// By default (name, step, path, sha256).
+    pub artifacts: Vec<A>,
 }
 
 /// One step of a [`RunDetail`].
 #[derive(Clone, Debug)]
-pub struct StepDetail {
+pub struct StepDetail<T = StepRecord> {
     pub name: String,
     pub state: String,
     pub attempts: u32,
     pub worker_id: Option<String>,
     /// Why it failed or was skipped without a record.
     pub reason: Option<String>,
-    pub record: Option<StepRecord>,
+    /// What the view takes from the step's record, once it has one.
+    pub record: Option<T>,
 }
+
+/// A run as a client polls it ([`State::run_status`]): each step's exit, not its whole record.
+pub type RunStatus = RunDetail<ExitRecord, ArtifactStatus>;
 
 fn deadline(now: OffsetDateTime, ttl: Duration) -> i64 {
     millis(now).saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A run as a client polls it ([`State::run_status`]): each step's state and exit, without
-/// its whole record.
-#[derive(Clone, Debug)]
-pub struct RunStatus {
-    pub id: String,
-    pub pipeline_name: String,
-    pub state: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub steps: Vec<StepStatus>,
-    pub artifacts: Vec<ArtifactStatus>,
-}
-
-/// One step of a [`RunStatus`].
-#[derive(Clone, Debug)]
-pub struct StepStatus {
-    pub name: String,
-    pub state: String,
-    pub attempts: u32,
-    pub worker_id: Option<String>,
-    /// Why it failed or was skipped without a record.
-    pub reason: Option<String>,
-    /// From its record, once it has one.
-    pub exit: Option<ExitRecord>,
 }
 
 /// A published artifact of a [`RunStatus`], with the size and mode its step's record gives
@@ -842,59 +822,57 @@ impl State {
     /// A run as a client polls it: its steps in pipeline order with their exits, and its
     /// artifacts. Unlike [`Self::run_detail`] it reads no whole record but the artifacts' steps'.
     pub async fn run_status(&self, run_id: &str) -> Result<Option<RunStatus>, StateError> {
-        let Some(r) = self.run_head(run_id).await? else {
-            return Ok(None);
-        };
-        let steps = sqlx::query(concat!(
-            step_columns!(),
-            ", r.exit_json, CASE WHEN r.exit_json IS NULL THEN r.record_json END",
-            steps_of_run!()
-        ))
-        .bind(run_id)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(query_err("list steps"))?
-        .iter()
-        .map(|s| {
-            Ok(StepStatus {
-                name: s.get(0),
-                state: s.get(1),
-                attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
-                worker_id: s.get(3),
-                reason: s.get(4),
-                exit: parse_exit(s.get(5), s.get(6))?,
-            })
-        })
-        .collect::<Result<Vec<_>, StateError>>()?;
-        let artifacts = sqlx::query(
+        self.run_rows(
+            run_id,
+            concat!(
+                step_columns!(),
+                ", r.exit_json, CASE WHEN r.exit_json IS NULL THEN r.record_json END",
+                steps_of_run!()
+            ),
+            |s| parse_exit(s.get(5), s.get(6)),
             "SELECT a.name, a.step, a.path, a.sha256, r.record_json
              FROM artifacts a LEFT JOIN step_records r ON r.run_id = a.run_id AND r.step = a.step
              WHERE a.run_id = $1 ORDER BY a.name",
+            artifact_status,
         )
-        .bind(run_id)
-        .fetch_all(&self.readers)
         .await
-        .map_err(query_err("list artifacts"))?
-        .iter()
-        .map(artifact_status)
-        .collect::<Result<Vec<_>, StateError>>()?;
-        Ok(Some(RunStatus {
-            id: r.get(0),
-            pipeline_name: r.get(1),
-            state: r.get(2),
-            started_at: r.get(3),
-            finished_at: r.get(4),
-            steps,
-            artifacts,
-        }))
     }
 
     /// A run with its steps (in pipeline order, with their records) and artifacts.
     pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>, StateError> {
+        self.run_rows(
+            run_id,
+            concat!(step_columns!(), ", r.record_json", steps_of_run!()),
+            |s| {
+                s.get::<Option<String>, _>(5)
+                    .map(|j| parse_record(&j))
+                    .transpose()
+            },
+            "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
+            |a| {
+                let sha = Sha256Digest::from_str(&a.get::<String, _>(3))
+                    .map_err(|e| corrupt("artifact")(e.to_string()))?;
+                Ok((a.get(0), a.get(1), a.get(2), sha))
+            },
+        )
+        .await
+    }
+
+    /// A run read for a view: its head, its steps (`steps_sql`, a [`step_columns!`] query whose
+    /// further columns `from_record` reads) and its artifacts (`artifacts_sql`, each row made
+    /// by `artifact`); `None` for an unknown run.
+    async fn run_rows<T, A>(
+        &self,
+        run_id: &str,
+        steps_sql: &'static str,
+        from_record: impl Fn(&AnyRow) -> Result<Option<T>, StateError>,
+        artifacts_sql: &'static str,
+        artifact: impl Fn(&AnyRow) -> Result<A, StateError>,
+    ) -> Result<Option<RunDetail<T, A>>, StateError> {
         let Some(r) = self.run_head(run_id).await? else {
             return Ok(None);
         };
-        let steps = sqlx::query(concat!(step_columns!(), ", r.record_json", steps_of_run!()))
+        let steps = sqlx::query(steps_sql)
             .bind(run_id)
             .fetch_all(&self.readers)
             .await
@@ -907,27 +885,18 @@ impl State {
                     attempts: u32::try_from(s.get::<i64, _>(2)).unwrap_or(u32::MAX),
                     worker_id: s.get(3),
                     reason: s.get(4),
-                    record: s
-                        .get::<Option<String>, _>(5)
-                        .map(|j| parse_record(&j))
-                        .transpose()?,
+                    record: from_record(s)?,
                 })
             })
             .collect::<Result<Vec<_>, StateError>>()?;
-        let artifacts = sqlx::query(
-            "SELECT name, step, path, sha256 FROM artifacts WHERE run_id = $1 ORDER BY name",
-        )
-        .bind(run_id)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(query_err("list artifacts"))?
-        .iter()
-        .map(|a| {
-            let sha = Sha256Digest::from_str(&a.get::<String, _>(3))
-                .map_err(|e| corrupt("artifact")(e.to_string()))?;
-            Ok((a.get(0), a.get(1), a.get(2), sha))
-        })
-        .collect::<Result<Vec<_>, StateError>>()?;
+        let artifacts = sqlx::query(artifacts_sql)
+            .bind(run_id)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(query_err("list artifacts"))?
+            .iter()
+            .map(artifact)
+            .collect::<Result<Vec<_>, StateError>>()?;
         Ok(Some(RunDetail {
             id: r.get(0),
             pipeline_name: r.get(1),
