@@ -2,6 +2,8 @@
 //! drives it with `tower::ServiceExt::oneshot`, playing the worker by hand (leases, uploads,
 //! hand-made step records). Time is a manual clock, so lease expiry needs no sleeping.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,11 +12,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use common::TWO_STEPS;
 use http_body_util::BodyExt as _;
 use kiln_core::api::v1;
 use kiln_core::{
-    ExitRecord, LimitsRecord, LogRecord, MirrorRef, OutputRecord, SandboxRecord, Sha256Digest,
-    StepRecord, StepSpec, UsageRecord,
+    ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, Sha256Digest, StepRecord,
+    StepSpec, UsageRecord,
 };
 use kiln_daemon::state::testing::{TestDatabase, tamper};
 use kiln_daemon::state::{Backend, Database};
@@ -56,26 +59,14 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
-        {
-            let controller = kiln_daemon::Controller::open_with(&data, Some(db.database()))
-                .await
-                .unwrap();
-            let rootfs = dir.path().join("rootfs");
-            std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-            std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
-            controller
-                .mirror_add_tree(&rootfs, "busybox@1".parse::<MirrorRef>().unwrap(), false)
-                .await
-                .unwrap();
-            let words = dir.path().join("words.txt");
-            std::fs::write(&words, b"hello").unwrap();
-            controller
-                .mirror_add_file(&words, "words@1".parse().unwrap(), None)
-                .await
-                .unwrap();
-            controller.state().close().await;
-        }
-        let token = make_token(&data, db.database(), "blue", Duration::from_secs(3600)).await;
+        common::seed_mirror(&data, Some(db.database()), dir.path(), true).await;
+        let token = common::team_token(
+            &data,
+            Some(db.database()),
+            "blue",
+            Duration::from_secs(3600),
+        )
+        .await;
         let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
         let server = open_server(&data, db.database(), clock.clone()).await;
         let router = server.router();
@@ -91,7 +82,7 @@ impl Env {
 
     /// A bearer token for `team`, made like `kiln admin token create`.
     async fn make_token(&self, team: &str, ttl: Duration) -> String {
-        make_token(&self.data_dir(), self.db.database(), team, ttl).await
+        common::team_token(&self.data_dir(), Some(self.db.database()), team, ttl).await
     }
 
     fn data_dir(&self) -> std::path::PathBuf {
@@ -324,20 +315,6 @@ impl Env {
 }
 
 /// A bearer token for `team`, made in the data dir like `kiln admin token create`.
-async fn make_token(data: &Path, db: &Database, team: &str, ttl: Duration) -> String {
-    let controller = kiln_daemon::Controller::open_with(data, Some(db))
-        .await
-        .unwrap();
-    let secret = kiln_daemon::state::random_secret().unwrap();
-    let made = controller
-        .state()
-        .create_team_token(team, &secret, ttl, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    controller.state().close().await;
-    made.token
-}
-
 async fn open_server(data: &Path, db: &Database, clock: Arc<ManualClock>) -> Server {
     let mut config = ServerConfig::new(data.to_owned());
     config.database = Some(db.clone());
@@ -398,25 +375,6 @@ fn unuploaded_record(
         events: Vec::new(),
     }
 }
-
-const TWO_STEPS: &str = "\
-version: 1
-name: two
-rootfs: busybox@1
-inputs:
-  words: { mirror: words@1 }
-steps:
-  - name: make
-    inputs: [words]
-    run: cat /in/words/words.txt > /out/greeting
-    outputs: [greeting]
-  - name: wrap
-    needs: [make]
-    run: cat /in/make/greeting > /out/wrapped
-    outputs: [wrapped]
-artifacts:
-  - { name: wrapped, from: wrap, path: wrapped }
-";
 
 /// `a` → `b` → `c`, and `d` on its own.
 const CHAIN: &str = "\

@@ -1,6 +1,8 @@
 //! `GET /healthz`, `/readyz` and `/metrics` in process (docs/api.md, "Observability"): the
 //! router driven with `tower::ServiceExt::oneshot`, a worker played by hand, a manual clock.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,7 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use kiln_core::api::v1;
 use kiln_core::{
-    ExitRecord, LimitsRecord, LogRecord, MirrorRef, SandboxRecord, Sha256Digest, StepRecord,
-    UsageRecord,
+    ExitRecord, LimitsRecord, LogRecord, SandboxRecord, Sha256Digest, StepRecord, UsageRecord,
 };
 use kiln_daemon::http::{BodyLimits, WorkerAuth};
 use kiln_daemon::state::Backend;
@@ -59,31 +60,14 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let db = TestDatabase::new(backend, &data.join("state.sqlite")).await;
-        let token = {
-            let controller = kiln_daemon::Controller::open_with(&data, Some(db.database()))
-                .await
-                .unwrap();
-            let rootfs = dir.path().join("rootfs");
-            std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-            std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
-            controller
-                .mirror_add_tree(&rootfs, "busybox@1".parse::<MirrorRef>().unwrap(), false)
-                .await
-                .unwrap();
-            let secret = kiln_daemon::state::random_secret().unwrap();
-            let made = controller
-                .state()
-                .create_team_token(
-                    "blue",
-                    &secret,
-                    Duration::from_secs(3600),
-                    OffsetDateTime::now_utc(),
-                )
-                .await
-                .unwrap();
-            controller.state().close().await;
-            made.token
-        };
+        common::seed_mirror(&data, Some(db.database()), dir.path(), false).await;
+        let token = common::team_token(
+            &data,
+            Some(db.database()),
+            "blue",
+            Duration::from_secs(3600),
+        )
+        .await;
         let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
         let mut config = ServerConfig::new(data);
         config.database = Some(db.database().clone());

@@ -4,6 +4,8 @@
 //!
 //! `KILN_UPDATE_OPENAPI=1 cargo test -p kiln-daemon --test openapi` regenerates the file.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use common::TWO_STEPS;
 use http_body_util::BodyExt as _;
 use kiln_core::api::v1;
 use kiln_core::{
@@ -268,37 +271,8 @@ impl Daemon {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let token = {
-            let controller = kiln_daemon::Controller::open_with(&data, None)
-                .await
-                .unwrap();
-            let rootfs = dir.path().join("rootfs");
-            fs::create_dir_all(rootfs.join("bin")).unwrap();
-            fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
-            controller
-                .mirror_add_tree(&rootfs, "busybox@1".parse::<MirrorRef>().unwrap(), false)
-                .await
-                .unwrap();
-            let words = dir.path().join("words.txt");
-            fs::write(&words, b"hello").unwrap();
-            controller
-                .mirror_add_file(&words, "words@1".parse().unwrap(), None)
-                .await
-                .unwrap();
-            let secret = kiln_daemon::state::random_secret().unwrap();
-            let made = controller
-                .state()
-                .create_team_token(
-                    "blue",
-                    &secret,
-                    Duration::from_secs(3600),
-                    OffsetDateTime::now_utc(),
-                )
-                .await
-                .unwrap();
-            controller.state().close().await;
-            made.token
-        };
+        common::seed_mirror(&data, None, dir.path(), true).await;
+        let token = common::team_token(&data, None, "blue", Duration::from_secs(3600)).await;
         let server = Server::open(ServerConfig::new(data.clone())).await.unwrap();
         let plain = server.router();
         let dispatcher = server.dispatcher().clone();
@@ -520,25 +494,6 @@ async fn every_routed_path_and_method_is_documented() {
 // ---------------------------------------------------------------------------------------------
 // The schemas describe the wire: a run through the real router, every request and answer
 // checked, and hand-made values for what that run does not show.
-
-const TWO_STEPS: &str = "\
-version: 1
-name: two
-rootfs: busybox@1
-inputs:
-  words: { mirror: words@1 }
-steps:
-  - name: make
-    inputs: [words]
-    run: cat /in/words/words.txt > /out/greeting
-    outputs: [greeting]
-  - name: wrap
-    needs: [make]
-    run: cat /in/make/greeting > /out/wrapped
-    outputs: [wrapped]
-artifacts:
-  - { name: wrapped, from: wrap, path: wrapped }
-";
 
 /// A client of the plain router that checks every request it sends and every answer it gets
 /// against the document.
