@@ -196,6 +196,9 @@ async fn connect_sqlite(path: &Path, role: SqliteRole) -> Result<AnyPool, sqlx::
     AnyPoolOptions::new()
         .max_connections(connections)
         .min_connections(min)
+        // A ping before each use, a round trip to the connection's thread, checks for a lost
+        // server; an embedded database has none to lose.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
