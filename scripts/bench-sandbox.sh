@@ -5,7 +5,7 @@
 # launcher (as a worker runs steps; the headline ratio), kiln's one-shot helper, and bwrap.
 # Needs root. Other flags (-n N, --warmup N, --bwrap PATH) are passed to the benchmark.
 #
-# usage: scripts/bench-sandbox.sh [--rootfs DIR] [-n 200] [--warmup 20]
+# usage: [HELPER=kiln] scripts/bench-sandbox.sh [--rootfs DIR] [-n 200] [--warmup 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +18,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# The helper is the real `kiln` binary (`kiln sandbox-helper`), as every step uses it.
-cargo build --release --locked --bin kiln -p kiln-cli
-cargo build --release --locked -p kiln-sandbox --example sandbox_bench
+# The helper is `kiln-sandbox-helper`, the binary `kiln` embeds and every worker step runs
+# (cli/build.rs); HELPER=kiln measures `kiln sandbox-helper` instead, the fallback.
+cargo build --release --locked -p kiln-sandbox --bin kiln-sandbox-helper --example sandbox_bench
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 scratch=$(mktemp -d)
@@ -34,5 +34,9 @@ if [[ -z "$rootfs" ]]; then
   done
 fi
 
-"$target/release/examples/sandbox_bench" --rootfs "$rootfs" \
-  --helper "$target/release/kiln" --helper-arg sandbox-helper ${pass[@]+"${pass[@]}"}
+helper=(--helper "$target/release/kiln-sandbox-helper")
+if [[ "${HELPER:-}" == kiln ]]; then
+  cargo build --release --locked --bin kiln -p kiln-cli
+  helper=(--helper "$target/release/kiln" --helper-arg sandbox-helper)
+fi
+"$target/release/examples/sandbox_bench" --rootfs "$rootfs" "${helper[@]}" ${pass[@]+"${pass[@]}"}

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kiln_sandbox::{HelperImage, ImageError};
 
 /// kiln: hermetic builds from vetted inputs, with signed provenance.
 #[derive(Parser, Debug)]
@@ -162,9 +163,22 @@ fn one_line(err: &anyhow::Error) -> String {
         .join(": ")
 }
 
-/// How the worker starts the sandbox: this same binary, as `kiln sandbox-helper`.
+/// The sandbox helper (`kiln-sandbox-helper`) built into this binary by build.rs.
+const EMBEDDED_HELPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kiln-sandbox-helper"));
+
+/// How the worker starts the sandbox: the helper built into this binary, from a sealed memfd
+/// (see `kiln_sandbox::HelperImage`); else this same binary, as `kiln sandbox-helper`, which
+/// does the same work with a larger process to fork per step.
 fn sandbox_helper() -> anyhow::Result<kiln_sandbox::HelperCommand> {
     use anyhow::Context as _;
+    static IMAGE: std::sync::OnceLock<Result<HelperImage, ImageError>> = std::sync::OnceLock::new();
+    match IMAGE.get_or_init(|| HelperImage::seal("kiln-sandbox-helper", EMBEDDED_HELPER)) {
+        Ok(image) => return Ok(image.command(Vec::new())),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot use the built-in sandbox helper; steps start through `kiln sandbox-helper`"
+        ),
+    }
     let program =
         std::env::current_exe().context("cannot locate the kiln binary for the sandbox helper")?;
     Ok(kiln_sandbox::HelperCommand {

@@ -4,8 +4,8 @@
 //! # Shape
 //!
 //! [`run`] may be called from a multi-threaded (tokio) program. It starts a small synchronous
-//! *helper* process ([`HelperCommand`], in practice `kiln sandbox-helper`, whose `main` is
-//! [`helper_main`]), sends it the spec as JSON on stdin and reads one JSON report back on the
+//! *helper* process ([`HelperCommand`], in practice `kiln-sandbox-helper` from a sealed memfd
+//! ([`HelperImage`]) or `kiln sandbox-helper`, whose `main` is [`helper_main`]), sends it the spec as JSON on stdin and reads one JSON report back on the
 //! helper's stdout. The helper's stderr is the step log: the step's stdout and stderr both go
 //! there. Namespace setup never happens in the worker itself, because `unshare` and a
 //! multi-threaded runtime do not mix.
@@ -68,6 +68,7 @@ mod child;
 mod cloner;
 mod error;
 pub mod helper;
+mod image;
 mod launcher;
 pub mod mounts;
 mod protocol;
@@ -80,6 +81,7 @@ mod sys;
 pub use cgroup::step_cgroup_parents;
 pub use error::{SandboxError, SetupError};
 pub use helper::helper_main;
+pub use image::{HelperImage, ImageError};
 pub use launcher::Launcher;
 pub use mounts::{Description, describe};
 pub use run::{

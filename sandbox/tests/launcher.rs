@@ -6,11 +6,15 @@
 mod common;
 
 use std::fs;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, HOST_ID, OwnCgroup, helper};
-use kiln_sandbox::{Launcher, Outcome, RunReport, SandboxError, SandboxSpec, step_cgroup_parents};
+use kiln_sandbox::{
+    HelperImage, ImageError, Launcher, Outcome, RunReport, SandboxError, SandboxSpec,
+    step_cgroup_parents,
+};
 
 fn run(
     f: &Fixture,
@@ -328,6 +332,43 @@ fn dropping_the_launcher_ends_it() {
     assert!(alive(pid));
     drop(launcher);
     assert!(!alive(pid), "the launcher outlived its handle");
+}
+
+#[test]
+fn a_launcher_started_from_a_sealed_image_runs_steps_from_memory() {
+    let f = Fixture::new();
+    let bytes = fs::read(helper().program).unwrap();
+    let image = HelperImage::seal("kiln-sandbox-helper", &bytes).unwrap();
+    let launcher = Launcher::start(&image.command(Vec::new())).unwrap();
+    let exe = fs::read_link(format!("/proc/{}/exe", launcher.pid())).unwrap();
+    assert!(
+        exe.to_string_lossy()
+            .starts_with("/memfd:kiln-sandbox-helper"),
+        "the launcher runs {}",
+        exe.display()
+    );
+    assert_eq!(
+        run_ok(&f, &launcher, "echo from the image"),
+        "from the image\n"
+    );
+}
+
+#[test]
+fn a_helper_image_cannot_be_changed_or_made_from_nothing() {
+    let bytes = fs::read(helper().program).unwrap();
+    let image = HelperImage::seal("kiln-sandbox-helper", &bytes).unwrap();
+    // Through the path the launcher is started from: the write seal refuses it.
+    let opened = fs::OpenOptions::new()
+        .write(true)
+        .open(&image.command(Vec::new()).program);
+    let err = opened
+        .and_then(|mut file| file.write_all(b"\x7fELF"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert!(matches!(
+        HelperImage::seal("empty", &[]),
+        Err(ImageError::Empty)
+    ));
 }
 
 /// The step cgroup directories (one per hierarchy) that process `pid` is in, from its

@@ -83,6 +83,17 @@ fn a_twenty_step_dag_completes_on_two_workers_with_verifiable_provenance() {
         assert_eq!(s["attempts"], 1, "{s:#}");
     }
 
+    // Each worker's sandbox launcher is the helper built into kiln, run from its sealed memfd.
+    for worker in &cluster.workers {
+        let exes = children_executables(worker.pid());
+        assert!(
+            exes.iter()
+                .any(|exe| exe.starts_with("/memfd:kiln-sandbox-helper")),
+            "worker {} has no launcher from the built-in helper; its children run {exes:?}",
+            worker.pid()
+        );
+    }
+
     // Resubmitting with the same request id returns the same run.
     let again = cluster.kiln_ok(&[
         "submit",
@@ -112,6 +123,23 @@ fn a_twenty_step_dag_completes_on_two_workers_with_verifiable_provenance() {
         key.to_str().unwrap(),
     ]);
     assert!(verified.status.success(), "{}", text(&verified));
+}
+
+/// What the child processes of `pid` run (`/proc/<child>/exe`).
+fn children_executables(pid: u32) -> Vec<String> {
+    let mut exes = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces; the parent pid is the second field after it.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let is_child = after_name.split_whitespace().nth(1) == Some(&pid.to_string());
+        if let (true, Ok(exe)) = (is_child, fs::read_link(entry.path().join("exe"))) {
+            exes.push(exe.to_string_lossy().into_owned());
+        }
+    }
+    exes
 }
 
 /// Lease ttl of the fault tests, so that a dead worker's lease expires quickly.
