@@ -157,7 +157,7 @@ pub fn run(data_dir: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
             poll: PollPolicy::default(),
         },
     );
-    crate::runtime()?.block_on(async {
+    worker_runtime()?.block_on(async {
         if let Some(identity) = identity {
             tokio::spawn(identity::renew_forever(
                 client_for_renewal,
@@ -484,4 +484,14 @@ mod identity {
         client.set_security(new.security())?;
         Ok(new)
     }
+}
+
+/// The worker's runtime: one thread. Its async side only moves bytes and waits: steps run in
+/// the launcher's processes, store work and each step's blocking half in tokio's blocking pool.
+/// With a second runtime thread the two mostly woke each other (docs/benchmarks.md, session 7).
+fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
