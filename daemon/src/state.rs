@@ -445,40 +445,7 @@ impl State {
                 source,
             },
         })?;
-        for (position, step) in run.steps.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO steps (run_id, name, position, state) VALUES ($1, $2, $3, 'pending')",
-            )
-            .bind(run.id)
-            .bind(step.name)
-            .bind(position as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("insert step"))?;
-        }
-        for step in &run.steps {
-            for (key, value) in step.requires {
-                sqlx::query(
-                    "INSERT INTO step_requires (run_id, step, key, value) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(run.id)
-                .bind(step.name)
-                .bind(key)
-                .bind(value)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("insert step requirement"))?;
-            }
-            for need in step.needs {
-                sqlx::query("INSERT INTO step_needs (run_id, step, need) VALUES ($1, $2, $3)")
-                    .bind(run.id)
-                    .bind(step.name)
-                    .bind(need)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("insert step need"))?;
-            }
-        }
+        insert_steps(&mut tx, run).await?;
         step_log::append(
             &mut tx,
             &crate::steplog::LogEntry::RunStarted {
@@ -685,6 +652,90 @@ impl State {
 
 fn corrupt(what: &'static str) -> impl Fn(String) -> StateError {
     move |detail| StateError::Corrupt { what, detail }
+}
+
+/// The rows of a new run's `steps`, `step_requires` and `step_needs`, a few statements per table
+/// ([`ROWS_PER_INSERT`] rows each) rather than one per row: each statement is a round trip to the
+/// database (on SQLite, to its connection's thread), and a 1,000-step chain made 2,000 of them
+/// while its submitter waited.
+async fn insert_steps(tx: &mut sqlx::AnyConnection, run: &NewRun<'_>) -> Result<(), StateError> {
+    let id = Cell::Text(run.id);
+    let steps = run.steps.iter().enumerate().flat_map(|(position, step)| {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        [
+            id,
+            Cell::Text(step.name),
+            Cell::Int(position),
+            Cell::Text("pending"),
+        ]
+    });
+    let into = "steps (run_id, name, position, state)";
+    insert_rows(tx, into, 4, steps.collect())
+        .await
+        .map_err(query_err("insert steps"))?;
+    let requires = run.steps.iter().flat_map(|step| {
+        step.requires.iter().flat_map(move |(key, value)| {
+            [
+                id,
+                Cell::Text(step.name),
+                Cell::Text(key),
+                Cell::Text(value),
+            ]
+        })
+    });
+    let into = "step_requires (run_id, step, key, value)";
+    insert_rows(tx, into, 4, requires.collect())
+        .await
+        .map_err(query_err("insert step requirements"))?;
+    let needs = run.steps.iter().flat_map(|step| {
+        step.needs
+            .iter()
+            .flat_map(move |need| [id, Cell::Text(step.name), Cell::Text(need)])
+    });
+    let into = "step_needs (run_id, step, need)";
+    insert_rows(tx, into, 3, needs.collect())
+        .await
+        .map_err(query_err("insert step needs"))
+}
+
+/// Rows per multi-row `INSERT`: well under both engines' limits on bound values (SQLite 32,766,
+/// PostgreSQL 65,535) at four columns.
+const ROWS_PER_INSERT: usize = 250;
+
+/// One bound value of [`insert_rows`].
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// `INSERT INTO {into} VALUES (…), (…), …` of `cells`, `width` per row, row after row.
+async fn insert_rows(
+    tx: &mut sqlx::AnyConnection,
+    into: &str,
+    width: usize,
+    cells: Vec<Cell<'_>>,
+) -> Result<(), sqlx::Error> {
+    for chunk in cells.chunks(width * ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len() / width)
+            .map(|row| {
+                let params: Vec<String> = (1..=width)
+                    .map(|column| format!("${}", row * width + column))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!("INSERT INTO {into} VALUES {}", rows.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for cell in chunk {
+            query = match *cell {
+                Cell::Text(text) => query.bind(text),
+                Cell::Int(int) => query.bind(int),
+            };
+        }
+        query.execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 fn entry_from_row(r: &AnyRow) -> Result<MirrorEntry, StateError> {
