@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kiln_core::Sha256Digest;
-use kiln_daemon::state::testing::{TestDatabase, sample_record};
-use kiln_daemon::state::{Backend, NewRun, NewStep, NewWorker, ReportOutcome, State, Submission};
+use kiln_daemon::state::testing::{
+    NO_LABELS, TestDatabase, register_worker, sample_record, submit_run,
+};
+use kiln_daemon::state::{Backend, NewStep, ReportOutcome, State};
 use time::OffsetDateTime;
 
 /// More than two batches' worth of steps.
@@ -16,26 +17,11 @@ kiln_daemon::backend_tests! {
     #[tokio::test] a_long_chain_keeps_every_step_need_and_requirement;
 }
 
-async fn register(state: &State, id: &str, labels: &BTreeMap<String, String>, now: OffsetDateTime) {
-    state
-        .register_worker(&NewWorker {
-            id,
-            name: id,
-            slots: 1,
-            labels_json: "{}",
-            labels,
-            registered_at: now,
-        })
-        .await
-        .unwrap();
-}
-
 async fn a_long_chain_keeps_every_step_need_and_requirement(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
     let state = State::connect(db.database()).await.unwrap();
     let now = OffsetDateTime::now_utc();
-    let sha: Sha256Digest = "ab".repeat(32).parse().unwrap();
     let names: Vec<String> = (0..STEPS).map(|i| format!("s{i:03}")).collect();
     // Step i needs step i-1 and runs only where `pool=big`.
     let needs: Vec<[String; 1]> = names.iter().map(|n| [n.clone()]).collect();
@@ -49,28 +35,13 @@ async fn a_long_chain_keeps_every_step_need_and_requirement(backend: Backend) {
             requires: &big,
         })
         .collect();
-    state
-        .create_run(&NewRun {
-            id: "r1",
-            pipeline_name: "chain",
-            pipeline_file: "chain.yaml",
-            pipeline_sha256: &sha,
-            started_at: now,
-            steps,
-            submission: Some(Submission {
-                pipeline_yaml: "version: 1",
-                resolution_json: "{}".into(),
-                request_id: None,
-            }),
-        })
-        .await
-        .unwrap();
+    submit_run(&state, "r1", steps, now).await;
     let detail = state.run_detail("r1").await.unwrap().unwrap();
     let stored: Vec<&str> = detail.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stored, names, "every step, in pipeline order");
 
-    register(&state, "plain", &BTreeMap::new(), now).await;
-    register(&state, "big", &big, now).await;
+    register_worker(&state, "plain", &NO_LABELS, now).await;
+    register_worker(&state, "big", &big, now).await;
     let ttl = Duration::from_secs(60);
     for (i, name) in names.iter().enumerate() {
         let lease = format!("L{i}");

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use kiln_core::Sha256Digest;
-use kiln_daemon::state::testing::{TestDatabase, live_log_chunks, sample_record};
+use kiln_daemon::state::testing::{
+    NO_LABELS, TestDatabase, live_log_chunks, register_worker, sample_record, submit_run,
+};
 use kiln_daemon::state::{
-    Backend, LiveAppend, LiveLog, NewRun, NewStep, NewWorker, ReportOutcome, State, StepLogSource,
-    Submission,
+    Backend, LiveAppend, LiveLog, NewStep, ReportOutcome, State, StepLogSource,
 };
 use time::OffsetDateTime;
 
@@ -20,38 +20,18 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
     let db = TestDatabase::new(backend, &dir.path().join("state.sqlite")).await;
     let state = State::connect(db.database()).await.unwrap();
     let now = OffsetDateTime::now_utc();
-    let sha: Sha256Digest = "ab".repeat(32).parse().unwrap();
-    state
-        .create_run(&NewRun {
-            id: "r1",
-            pipeline_name: "one",
-            pipeline_file: "one.yaml",
-            pipeline_sha256: &sha,
-            started_at: now,
-            steps: vec![NewStep {
-                name: "s",
-                needs: &[],
-                requires: &NO_LABELS,
-            }],
-            submission: Some(Submission {
-                pipeline_yaml: "version: 1",
-                resolution_json: "{}".into(),
-                request_id: None,
-            }),
-        })
-        .await
-        .unwrap();
-    state
-        .register_worker(&NewWorker {
-            id: "w",
-            name: "w",
-            slots: 1,
-            labels_json: "{}",
-            labels: &NO_LABELS,
-            registered_at: now,
-        })
-        .await
-        .unwrap();
+    submit_run(
+        &state,
+        "r1",
+        vec![NewStep {
+            name: "s",
+            needs: &[],
+            requires: &NO_LABELS,
+        }],
+        now,
+    )
+    .await;
+    register_worker(&state, "w", &NO_LABELS, now).await;
     assert_eq!(
         state.step_log_source("r1", "s", 0).await.unwrap(),
         Some(StepLogSource::NotStarted)
@@ -125,5 +105,3 @@ async fn live_log_chunks_append_once_and_read_from_any_offset(backend: Backend) 
     assert_eq!(live_log_chunks(&state, "L1").await, 0);
     state.close().await;
 }
-
-static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();

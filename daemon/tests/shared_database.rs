@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kiln_core::Sha256Digest;
-use kiln_daemon::state::testing::TestDatabase;
-use kiln_daemon::state::{Backend, NewRun, NewStep, NewWorker, State, Submission};
+use kiln_daemon::state::testing::{NO_LABELS, TestDatabase, register_worker, submit_run};
+use kiln_daemon::state::{Backend, NewStep, State};
 use time::OffsetDateTime;
 
 const STEPS: usize = 200;
@@ -22,46 +21,17 @@ kiln_daemon::backend_tests! {
 /// A submitted run of `steps` independent steps, created through `state`.
 async fn wide_run(state: &State, steps: usize, now: OffsetDateTime) -> String {
     let names: Vec<String> = (0..steps).map(|i| format!("s{i:03}")).collect();
-    let sha: Sha256Digest = "ab".repeat(32).parse().unwrap();
     let run_id = uuid::Uuid::now_v7().to_string();
-    state
-        .create_run(&NewRun {
-            id: &run_id,
-            pipeline_name: "wide",
-            pipeline_file: "wide.yaml",
-            pipeline_sha256: &sha,
-            started_at: now,
-            steps: names
-                .iter()
-                .map(|name| NewStep {
-                    name,
-                    needs: &[],
-                    requires: &NO_LABELS,
-                })
-                .collect(),
-            submission: Some(Submission {
-                pipeline_yaml: "version: 1",
-                resolution_json: "{}".into(),
-                request_id: None,
-            }),
+    let steps = names
+        .iter()
+        .map(|name| NewStep {
+            name,
+            needs: &[],
+            requires: &NO_LABELS,
         })
-        .await
-        .unwrap();
+        .collect();
+    submit_run(state, &run_id, steps, now).await;
     run_id
-}
-
-async fn worker(state: &State, id: &str, now: OffsetDateTime) {
-    state
-        .register_worker(&NewWorker {
-            id,
-            name: id,
-            slots: 1,
-            labels_json: "{}",
-            labels: &NO_LABELS,
-            registered_at: now,
-        })
-        .await
-        .unwrap();
 }
 
 async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
@@ -79,7 +49,7 @@ async fn two_controllers_never_lease_one_step_twice(backend: Backend) {
     for (s, state) in [first.clone(), second.clone()].into_iter().enumerate() {
         for c in 0..CLAIMERS_PER_STATE {
             let worker = format!("w{s}-{c}");
-            self::worker(&state, &worker, now).await;
+            register_worker(&state, &worker, &NO_LABELS, now).await;
             let state = state.clone();
             let start = start.clone();
             claimers.spawn(async move {
@@ -149,7 +119,7 @@ async fn two_controllers_expire_each_lease_once(backend: Backend) {
     let second = State::connect(db.database()).await.unwrap();
     let now = OffsetDateTime::now_utc();
     let run_id = wide_run(&first, LEASES, now).await;
-    worker(&first, "w", now).await;
+    register_worker(&first, "w", &NO_LABELS, now).await;
     for _ in 0..LEASES {
         let lease = uuid::Uuid::new_v4().to_string();
         first
@@ -199,5 +169,3 @@ async fn two_controllers_expire_each_lease_once(backend: Backend) {
     first.close().await;
     second.close().await;
 }
-
-static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();

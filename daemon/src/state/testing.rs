@@ -23,7 +23,7 @@ use kiln_core::{
     StepRecord, UsageRecord,
 };
 
-use super::{Backend, Database, State};
+use super::{Backend, Database, NewRun, NewStep, NewWorker, State, Submission};
 
 /// The variable naming the PostgreSQL server tests use.
 pub const DATABASE_URL_VAR: &str = "KILN_TEST_DATABASE_URL";
@@ -237,4 +237,54 @@ pub async fn live_log_chunks(state: &State, lease_id: &str) -> u64 {
         .await
         .expect("count live log chunks");
     n.max(0) as u64
+}
+
+/// No labels: what most test workers offer and most test steps require.
+pub static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// Creates run `id` of `steps`, submitted (its steps are leased to workers) at `now`, with
+/// placeholder pipeline text and digest.
+pub async fn submit_run(
+    state: &State,
+    id: &str,
+    steps: Vec<NewStep<'_>>,
+    now: time::OffsetDateTime,
+) {
+    let sha: Sha256Digest = "ab".repeat(32).parse().expect("a digest");
+    state
+        .create_run(&NewRun {
+            id,
+            pipeline_name: id,
+            pipeline_file: "pipeline.yaml",
+            pipeline_sha256: &sha,
+            started_at: now,
+            steps,
+            submission: Some(Submission {
+                pipeline_yaml: "version: 1",
+                resolution_json: "{}".into(),
+                request_id: None,
+            }),
+        })
+        .await
+        .expect("create the run");
+}
+
+/// Registers worker `id` (one slot) offering `labels`.
+pub async fn register_worker(
+    state: &State,
+    id: &str,
+    labels: &BTreeMap<String, String>,
+    now: time::OffsetDateTime,
+) {
+    state
+        .register_worker(&NewWorker {
+            id,
+            name: id,
+            slots: 1,
+            labels_json: "{}",
+            labels,
+            registered_at: now,
+        })
+        .await
+        .expect("register the worker");
 }
