@@ -660,40 +660,33 @@ fn corrupt(what: &'static str) -> impl Fn(String) -> StateError {
 /// while its submitter waited.
 async fn insert_steps(tx: &mut sqlx::AnyConnection, run: &NewRun<'_>) -> Result<(), StateError> {
     let id = Cell::Text(run.id);
-    let steps = run.steps.iter().enumerate().flat_map(|(position, step)| {
-        let position = i64::try_from(position).unwrap_or(i64::MAX);
-        [
-            id,
-            Cell::Text(step.name),
-            Cell::Int(position),
-            Cell::Text("pending"),
-        ]
-    });
-    let into = "steps (run_id, name, position, state)";
-    insert_rows(tx, into, 4, steps.collect())
+    let steps: Vec<_> = (run.steps.iter().enumerate())
+        .map(|(position, step)| {
+            let position = i64::try_from(position).unwrap_or(i64::MAX);
+            let name = Cell::Text(step.name);
+            [id, name, Cell::Int(position), Cell::Text("pending")]
+        })
+        .collect();
+    insert_rows(tx, "steps (run_id, name, position, state)", &steps)
         .await
         .map_err(query_err("insert steps"))?;
-    let requires = run.steps.iter().flat_map(|step| {
-        step.requires.iter().flat_map(move |(key, value)| {
-            [
-                id,
-                Cell::Text(step.name),
-                Cell::Text(key),
-                Cell::Text(value),
-            ]
+    let requires: Vec<_> = (run.steps.iter())
+        .flat_map(|step| {
+            let name = Cell::Text(step.name);
+            (step.requires.iter())
+                .map(move |(key, value)| [id, name, Cell::Text(key), Cell::Text(value)])
         })
-    });
-    let into = "step_requires (run_id, step, key, value)";
-    insert_rows(tx, into, 4, requires.collect())
+        .collect();
+    insert_rows(tx, "step_requires (run_id, step, key, value)", &requires)
         .await
         .map_err(query_err("insert step requirements"))?;
-    let needs = run.steps.iter().flat_map(|step| {
-        step.needs
-            .iter()
-            .flat_map(move |need| [id, Cell::Text(step.name), Cell::Text(need)])
-    });
-    let into = "step_needs (run_id, step, need)";
-    insert_rows(tx, into, 3, needs.collect())
+    let needs: Vec<_> = (run.steps.iter())
+        .flat_map(|step| {
+            let name = Cell::Text(step.name);
+            (step.needs.iter()).map(move |need| [id, name, Cell::Text(need)])
+        })
+        .collect();
+    insert_rows(tx, "step_needs (run_id, step, need)", &needs)
         .await
         .map_err(query_err("insert step needs"))
 }
@@ -709,25 +702,22 @@ enum Cell<'a> {
     Int(i64),
 }
 
-/// `INSERT INTO {into} VALUES (…), (…), …` of `cells`, `width` per row, row after row.
-async fn insert_rows(
+/// `INSERT INTO {into} VALUES (…), (…), …` of `rows`, [`ROWS_PER_INSERT`] per statement.
+async fn insert_rows<const N: usize>(
     tx: &mut sqlx::AnyConnection,
     into: &str,
-    width: usize,
-    cells: Vec<Cell<'_>>,
+    rows: &[[Cell<'_>; N]],
 ) -> Result<(), sqlx::Error> {
-    for chunk in cells.chunks(width * ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len() / width)
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
             .map(|row| {
-                let params: Vec<String> = (1..=width)
-                    .map(|column| format!("${}", row * width + column))
-                    .collect();
+                let params: Vec<String> = (1..=N).map(|c| format!("${}", row * N + c)).collect();
                 format!("({})", params.join(", "))
             })
             .collect();
-        let sql = format!("INSERT INTO {into} VALUES {}", rows.join(", "));
+        let sql = format!("INSERT INTO {into} VALUES {}", values.join(", "));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for cell in chunk {
+        for cell in chunk.iter().flatten() {
             query = match *cell {
                 Cell::Text(text) => query.bind(text),
                 Cell::Int(int) => query.bind(int),
