@@ -2,10 +2,10 @@
 //! one-shot [`crate::run`]) starts the helper from, for a program that carries the helper's
 //! bytes in itself (`kiln` embeds `kiln-sandbox-helper`).
 //!
-//! Why not start `kiln sandbox-helper`: the launcher is forked for every step, and the step's
-//! setup forks twice more (see [`crate::serve`]). Each of those processes copies the
-//! launcher's page tables, re-faults the code it runs and tears it all down again, and all of
-//! that grows with the binary; the dedicated helper is a thirtieth of `kiln`'s size.
+//! Why not start `kiln sandbox-helper`: the launcher forks a process for every step, which
+//! forks once more and clones pid 1 (see [`crate::serve`]). Each of those copies the launcher's
+//! page tables, re-faults the code it runs and tears it all down again, and all of that grows
+//! with the binary; the dedicated helper is a thirtieth of `kiln`'s size.
 //!
 //! Sealed (no write, grow, shrink or new seals), the image cannot change under a running
 //! worker, whatever happens to the files on disk.
