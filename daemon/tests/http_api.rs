@@ -15,11 +15,8 @@ use axum::http::{Method, Request, StatusCode};
 use common::TWO_STEPS;
 use http_body_util::BodyExt as _;
 use kiln_core::api::v1;
-use kiln_core::{
-    ExitRecord, LimitsRecord, LogRecord, OutputRecord, SandboxRecord, Sha256Digest, StepRecord,
-    StepSpec, UsageRecord,
-};
-use kiln_daemon::state::testing::{TestDatabase, tamper};
+use kiln_core::{ExitRecord, LogRecord, OutputRecord, Sha256Digest, StepRecord, StepSpec};
+use kiln_daemon::state::testing::{TestDatabase, record_for_spec, tamper};
 use kiln_daemon::state::{Backend, Database};
 use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
 use time::OffsetDateTime;
@@ -310,7 +307,11 @@ impl Env {
                 executable: false,
             });
         }
-        unuploaded_record(spec, code, records, log_sha, log.len() as u64)
+        let log = LogRecord {
+            sha256: log_sha,
+            size: log.len() as u64,
+        };
+        record_for_spec(spec, ExitRecord::Exited { code }, records, log)
     }
 }
 
@@ -328,52 +329,6 @@ async fn open_server(data: &Path, db: &Database, clock: Arc<ManualClock>) -> Ser
         clock,
     };
     Server::open(config).await.unwrap()
-}
-
-fn unuploaded_record(
-    spec: &StepSpec,
-    code: i32,
-    outputs: Vec<OutputRecord>,
-    log: Sha256Digest,
-    log_size: u64,
-) -> StepRecord {
-    let now = OffsetDateTime::now_utc();
-    StepRecord {
-        run_id: spec.run_id.clone(),
-        step: spec.step.clone(),
-        command: spec.command.clone(),
-        env: spec.env.clone(),
-        rootfs: spec.rootfs.clone(),
-        inputs: spec.inputs.clone(),
-        outputs,
-        exit: ExitRecord::Exited { code },
-        started_on: now,
-        finished_on: now,
-        log: LogRecord {
-            sha256: log,
-            size: log_size,
-        },
-        sandbox: SandboxRecord {
-            namespaces: vec!["user".into()],
-            network: "none".into(),
-            host_uid: 1_000_000,
-            step_uid: 1000,
-            scratch_bytes: 0,
-            timeout_secs: spec.timeout_secs,
-            mounts: Vec::new(),
-            limits: LimitsRecord {
-                memory_bytes: 0,
-                pids: 0,
-                millicpus: 0,
-                open_files: 0,
-            },
-            rlimits: String::new(),
-            seccomp: String::new(),
-            seccomp_sha256: String::new(),
-        },
-        usage: UsageRecord::default(),
-        events: Vec::new(),
-    }
 }
 
 /// `a` → `b` → `c`, and `d` on its own.

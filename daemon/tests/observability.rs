@@ -13,12 +13,10 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use kiln_core::api::v1;
-use kiln_core::{
-    ExitRecord, LimitsRecord, LogRecord, SandboxRecord, Sha256Digest, StepRecord, UsageRecord,
-};
+use kiln_core::{ExitRecord, LogRecord, Sha256Digest, StepRecord};
 use kiln_daemon::http::{BodyLimits, WorkerAuth};
 use kiln_daemon::state::Backend;
-use kiln_daemon::state::testing::TestDatabase;
+use kiln_daemon::state::testing::{TestDatabase, record_for_spec};
 use kiln_daemon::{Clock, DispatchConfig, Server, ServerConfig};
 use time::OffsetDateTime;
 use tower::ServiceExt as _;
@@ -174,41 +172,14 @@ impl Env {
         let log = format!("log of {}\n", spec.step).into_bytes();
         let log_sha = self.put_blob(&log).await;
         let finished_on = OffsetDateTime::now_utc();
+        let log = LogRecord {
+            sha256: log_sha,
+            size: log.len() as u64,
+        };
         let record = StepRecord {
-            run_id: spec.run_id.clone(),
-            step: spec.step.clone(),
-            command: spec.command.clone(),
-            env: spec.env.clone(),
-            rootfs: spec.rootfs.clone(),
-            inputs: spec.inputs.clone(),
-            outputs: Vec::new(),
-            exit,
             started_on: finished_on - time::Duration::seconds(secs),
             finished_on,
-            log: LogRecord {
-                sha256: log_sha,
-                size: log.len() as u64,
-            },
-            sandbox: SandboxRecord {
-                namespaces: vec!["user".into()],
-                network: "none".into(),
-                host_uid: 1_000_000,
-                step_uid: 1000,
-                scratch_bytes: 0,
-                timeout_secs: spec.timeout_secs,
-                mounts: Vec::new(),
-                limits: LimitsRecord {
-                    memory_bytes: 0,
-                    pids: 0,
-                    millicpus: 0,
-                    open_files: 0,
-                },
-                rlimits: String::new(),
-                seccomp: String::new(),
-                seccomp_sha256: String::new(),
-            },
-            usage: UsageRecord::default(),
-            events: Vec::new(),
+            ..record_for_spec(spec, exit, Vec::new(), log)
         };
         let (status, body) = self
             .post(

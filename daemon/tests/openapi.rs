@@ -25,9 +25,9 @@ use kiln_core::{
 };
 use kiln_daemon::http::openapi::openapi;
 use kiln_daemon::http::{BodyLimits, WorkerAuth};
+use kiln_daemon::state::testing::record_for_spec;
 use kiln_daemon::{Server, ServerConfig};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use tower::ServiceExt as _;
 
 fn manifest_dir() -> &'static Path {
@@ -564,25 +564,16 @@ impl Client<'_> {
     }
 }
 
+/// [`record_for_spec`] with every part of the sandbox record, usage and an event filled
+/// in, so that the schemas see each field with a value.
 fn record_for(
     spec: &StepSpec,
     outputs: Vec<OutputRecord>,
     log: Sha256Digest,
     size: u64,
 ) -> StepRecord {
-    let now = OffsetDateTime::now_utc();
+    let log = LogRecord { sha256: log, size };
     StepRecord {
-        run_id: spec.run_id.clone(),
-        step: spec.step.clone(),
-        command: spec.command.clone(),
-        env: spec.env.clone(),
-        rootfs: spec.rootfs.clone(),
-        inputs: spec.inputs.clone(),
-        outputs,
-        exit: ExitRecord::Exited { code: 0 },
-        started_on: now,
-        finished_on: now,
-        log: LogRecord { sha256: log, size },
         sandbox: SandboxRecord {
             namespaces: vec!["user".into(), "mount".into(), "net".into()],
             network: "none".into(),
@@ -607,6 +598,7 @@ fn record_for(
             peak_pids: 2,
         },
         events: vec![LimitEventRecord::PidsLimit { limit: 256 }],
+        ..record_for_spec(spec, ExitRecord::Exited { code: 0 }, outputs, log)
     }
 }
 

@@ -544,42 +544,10 @@ fn a_joined_worker_runs_a_dag_over_mutual_tls() {
 
 /// A record for `spec` as a worker would report it (nothing uploaded; never accepted here).
 fn record_for(spec: &kiln_core::StepSpec) -> kiln_core::StepRecord {
-    use kiln_core::{ExitRecord, LimitsRecord, LogRecord, SandboxRecord, UsageRecord};
-    let now = OffsetDateTime::now_utc();
-    kiln_core::StepRecord {
-        run_id: spec.run_id.clone(),
-        step: spec.step.clone(),
-        command: spec.command.clone(),
-        env: spec.env.clone(),
-        rootfs: spec.rootfs.clone(),
-        inputs: spec.inputs.clone(),
-        outputs: Vec::new(),
-        exit: ExitRecord::Exited { code: 0 },
-        started_on: now,
-        finished_on: now,
-        log: LogRecord {
-            sha256: "0".repeat(64).parse().unwrap(),
-            size: 0,
-        },
-        sandbox: SandboxRecord {
-            namespaces: vec!["user".into()],
-            network: "none".into(),
-            host_uid: 1_000_000,
-            step_uid: 1000,
-            scratch_bytes: 0,
-            timeout_secs: spec.timeout_secs,
-            mounts: Vec::new(),
-            limits: LimitsRecord {
-                memory_bytes: 0,
-                pids: 0,
-                millicpus: 0,
-                open_files: 0,
-            },
-            rlimits: String::new(),
-            seccomp: String::new(),
-            seccomp_sha256: String::new(),
-        },
-        usage: UsageRecord::default(),
-        events: Vec::new(),
-    }
+    let log = kiln_core::LogRecord {
+        sha256: "0".repeat(64).parse().unwrap(),
+        size: 0,
+    };
+    let exit = kiln_core::ExitRecord::Exited { code: 0 };
+    kiln_daemon::state::testing::record_for_spec(spec, exit, Vec::new(), log)
 }

@@ -19,8 +19,8 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 use kiln_core::{
-    BlobKind, ExitRecord, LimitsRecord, LogRecord, MirrorInput, SandboxRecord, Sha256Digest,
-    StepRecord, UsageRecord,
+    BlobKind, ExitRecord, LimitsRecord, LogRecord, MirrorInput, OutputRecord, SandboxRecord,
+    Sha256Digest, StepRecord, StepSpec, UsageRecord,
 };
 
 use super::{Backend, Database, NewRun, NewStep, NewWorker, State, Submission};
@@ -218,6 +218,50 @@ pub fn sample_record(run: &str, step: &str) -> StepRecord {
             rlimits: String::new(),
             seccomp: "deny-list".into(),
             seccomp_sha256: "ab".repeat(32),
+        },
+        usage: UsageRecord::default(),
+        events: Vec::new(),
+    }
+}
+
+/// The record a worker would report for `spec`, ended with `exit` at the current time, with
+/// `outputs` and `log` (uploaded or not, as the test needs) and a minimal sandbox record.
+pub fn record_for_spec(
+    spec: &StepSpec,
+    exit: ExitRecord,
+    outputs: Vec<OutputRecord>,
+    log: LogRecord,
+) -> StepRecord {
+    let now = time::OffsetDateTime::now_utc();
+    StepRecord {
+        run_id: spec.run_id.clone(),
+        step: spec.step.clone(),
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        rootfs: spec.rootfs.clone(),
+        inputs: spec.inputs.clone(),
+        outputs,
+        exit,
+        started_on: now,
+        finished_on: now,
+        log,
+        sandbox: SandboxRecord {
+            namespaces: vec!["user".into()],
+            network: "none".into(),
+            host_uid: 1_000_000,
+            step_uid: 1000,
+            scratch_bytes: 0,
+            timeout_secs: spec.timeout_secs,
+            mounts: Vec::new(),
+            limits: LimitsRecord {
+                memory_bytes: 0,
+                pids: 0,
+                millicpus: 0,
+                open_files: 0,
+            },
+            rlimits: String::new(),
+            seccomp: String::new(),
+            seccomp_sha256: String::new(),
         },
         usage: UsageRecord::default(),
         events: Vec::new(),
